@@ -1,0 +1,26 @@
+# inrsr — set up, run the demo, run the tests. `make install` is implied by the others.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned torch pulls gigabytes of CUDA packages
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/inrsr demo -o demo_out --overwrite
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) demo_out *.egg-info .pytest_cache

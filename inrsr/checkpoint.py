@@ -1,0 +1,95 @@
+"""``model.pt``: weights, config, contrasts, normalisation and geometry, enough to re-render."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import FitConfig
+from .errors import InputError
+from .field import Field, build_field
+from .geometry import Box, Normaliser
+from .intensity import IntensityScale
+from .io import HeaderCodes
+from .samples import Subject
+
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+FORMAT = "inrsr-model-1"
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: Field,
+    config: FitConfig,
+    subject: Subject,
+    codes: HeaderCodes,
+    stacks: list[dict],
+) -> Path:
+    """Write the checkpoint atomically. ``stacks`` describes the inputs (path, contrast, shape, affine)."""
+    payload = {
+        "format": FORMAT,
+        "version": __version__,
+        "config": config.to_dict(),
+        "contrasts": subject.contrasts,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "box": subject.box.to_dict(),
+        "normaliser": subject.normaliser.to_dict(),
+        "scales": {c: s.to_dict() for c, s in subject.scales.items()},
+        "codes": codes.to_dict(),
+        "foregrounds": [
+            {"shape": list(m.shape), "affine": np.asarray(a).tolist(), "bits": np.packbits(m.ravel()).tobytes()}
+            for m, a in subject.foregrounds
+        ],
+        "stacks": stacks,
+    }
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject, HeaderCodes, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns model (eval mode), config,
+    subject description, header codes and the raw payload."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: model file not found")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{p}: not an inrsr model file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{p}: not an inrsr model file (format {payload.get('format') if isinstance(payload, dict) else '?'})")
+    config = FitConfig.from_dict(payload["config"])
+    model = build_field(payload["contrasts"], config)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    subject = Subject(
+        contrasts=list(payload["contrasts"]),
+        box=Box.from_dict(payload["box"]),
+        normaliser=Normaliser.from_dict(payload["normaliser"]),
+        scales={c: IntensityScale(**s) for c, s in payload["scales"].items()},
+        foregrounds=[
+            (
+                np.unpackbits(np.frombuffer(f["bits"], dtype=np.uint8), count=int(np.prod(f["shape"])))
+                .astype(bool)
+                .reshape(f["shape"]),
+                np.asarray(f["affine"], dtype=np.float64),
+            )
+            for f in payload.get("foregrounds", [])
+        ],
+    )
+    return model, config, subject, HeaderCodes(**payload["codes"]), payload

@@ -1,0 +1,269 @@
+"""Command-line interface: parses arguments, builds a config, calls the library. Nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+from . import __version__
+from .config import PRESETS, FitConfig, preset
+from .errors import InputError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail_cleanly(func: Callable) -> Callable:
+    """Turn user mistakes into one line on stderr and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            click.echo(f"inrsr: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("inrsr: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _config_options(func: Callable) -> Callable:
+    """One option per :class:`FitConfig` field; unset options keep the preset's value."""
+    for f in reversed(dataclasses.fields(FitConfig)):
+        name = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            decl = f"{name}/--no-{f.name.replace('_', '-')}"
+            func = click.option(decl, f.name, default=None, help=help_text)(func)
+            continue
+        kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+        if f.metadata.get("choices"):
+            kind = click.Choice(f.metadata["choices"])
+        func = click.option(name, f.name, type=kind, default=None, help=help_text)(func)
+    return func
+
+
+def _split_assignment(value: str, option: str) -> tuple[str, str]:
+    if "=" not in value:
+        raise InputError(f"{option} {value!r}: expected CONTRAST=PATH")
+    name, path = value.split("=", 1)
+    return name.strip(), path.strip()
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="inrsr")
+def main() -> None:
+    """inrsr: isotropic high-resolution MRI from a subject's own thick-slice stacks.
+
+    Fits an implicit neural representation (world position in mm → one intensity per contrast)
+    to all input stacks at once and samples it on any grid.
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--t1", type=click.Path(), help="T1-weighted stack (contrast name 't1').")
+@click.option("--t2", type=click.Path(), help="T2-weighted stack (contrast name 't2').")
+@click.option("--flair", type=click.Path(), help="FLAIR stack (contrast name 'flair').")
+@click.option("--stack", "extra", multiple=True, metavar="CONTRAST=PATH", help="Any named stack; repeatable.")
+@click.option("--mask", "masks", multiple=True, type=click.Path(),
+              help="Foreground mask per stack, in stack order (--t1, --t2, --flair, then each --stack); "
+                   "default: estimated from each stack.")
+@click.option("--thickness", "thicknesses", multiple=True, type=float, metavar="MM",
+              help="Slice thickness per stack in stack order, or one value for all; default: a BIDS "
+                   "sidecar's SliceThickness, else the slice spacing.")
+@click.option("--ref", type=click.Path(), help="Render exactly on this image's grid.")
+@click.option("--resolution", type=float, metavar="MM",
+              help="Isotropic output spacing over the union of the stacks' fields of view, aligned with "
+                   "the first stack (default: the finest input spacing).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
+@click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+              help="Hyper-parameter preset; any option below overrides it.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@_config_options
+@_fail_cleanly
+def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, quiet, **cfg):
+    """Fit one field to all stacks and write one isotropic volume per contrast.
+
+    Writes CONTRAST.nii.gz per contrast, model.pt (for `inrsr sample`), config.json, log.json,
+    log.csv (per epoch), mi.csv and mi.png (MI between predicted contrasts) into OUTPUT.
+    """
+    from .pipeline import StackSpec, fit_subject
+
+    named = [(c, p) for c, p in (("t1", t1), ("t2", t2), ("flair", flair)) if p]
+    named += [_split_assignment(v, "--stack") for v in extra]
+    if masks and len(masks) != len(named):
+        raise InputError(f"--mask given {len(masks)} times for {len(named)} stacks (one per stack, in order)")
+    if thicknesses and len(thicknesses) not in (1, len(named)):
+        raise InputError(f"--thickness given {len(thicknesses)} times for {len(named)} stacks")
+    specs = [
+        StackSpec(c, p, (thicknesses[0] if len(thicknesses) == 1 else thicknesses[k]) if thicknesses else None,
+                  masks[k] if masks else None)
+        for k, (c, p) in enumerate(named)
+    ]
+    config = preset(preset_name, **cfg)
+    summary = fit_subject(specs, config, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
+                          progress=not quiet)
+    if not quiet:
+        s = summary["seconds"]
+        stop = "early stop" if summary["stopped_early"] else "max epochs"
+        click.echo(
+            f"fitted {summary['n_train_points']} points in {s['fit']:.1f} s ({summary['steps']} steps, {stop}); "
+            f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {s['render']:.1f} s → {output}",
+            err=True,
+        )
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--model", "model_path", required=True, type=click.Path(), help="model.pt written by `inrsr fit`.")
+@click.option("--ref", type=click.Path(), help="Render exactly on this image's grid.")
+@click.option("--resolution", type=float, metavar="MM", help="Isotropic spacing over the fit's union box.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0: all).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_fail_cleanly
+def sample(model_path, ref, resolution, output, device, threads, overwrite):
+    """Re-sample a fitted model on a new grid without refitting."""
+    from .pipeline import sample_model
+
+    summary = sample_model(model_path, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
+                           device=device, threads=threads)
+    click.echo(f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {summary['seconds']:.1f} s → {output}",
+               err=True)
+
+
+def _refuse_existing_file(path: str, overwrite: bool) -> None:
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise InputError(f"{p}: output exists (use --overwrite to replace it)")
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"{p}: output name must end in .nii or .nii.gz")
+    if not p.parent.is_dir():
+        raise InputError(f"{p.parent}: output folder does not exist")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("hr", type=click.Path())
+@click.option("--view", type=click.Choice(["axial", "coronal", "sagittal"]),
+              help="Slices thick along S–I (axial), A–P (coronal) or L–R (sagittal).")
+@click.option("--axis", type=click.IntRange(0, 2), help="Thick array axis (instead of --view).")
+@click.option("--factor", type=click.IntRange(1, 64), default=4, show_default=True, help="Slice spacing factor.")
+@click.option("--profile", type=click.Choice(["point", "slab"]), default="point", show_default=True,
+              help="point: cubic-spline values at the thick voxels' centres (paper); slab: mean of FACTOR slices.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
+@click.option("--overwrite", is_flag=True)
+@_fail_cleanly
+def simulate(hr, view, axis, factor, profile, output, overwrite):
+    """Make a thick-slice stack from an isotropic volume HR."""
+    from .io import HeaderCodes, load_image, save_nifti
+    from .simulate import simulate_stack, view_axis
+
+    if (view is None) == (axis is None):
+        raise InputError("give exactly one of --view or --axis")
+    _refuse_existing_file(output, overwrite)
+    data, img = load_image(hr, "volume")
+    ax = axis if axis is not None else view_axis(img.affine, view)
+    if data.shape[ax] < factor:
+        raise InputError(f"{hr}: axis {ax} has {data.shape[ax]} voxels, fewer than --factor {factor}")
+    lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
+    save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
+    click.echo(f"{output}: {'×'.join(map(str, lr.shape))} voxels, thick axis {ax}", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--pred", required=True, type=click.Path(), help="Predicted volume.")
+@click.option("--truth", required=True, type=click.Path(), help="Ground truth on the same grid.")
+@click.option("--mask", type=click.Path(), help="Brain mask on the same grid (default: truth's foreground).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_fail_cleanly
+def evaluate(pred, truth, mask, as_json):
+    """PSNR/SSIM inside the brain, the paper's whole-volume convention, and MI, of PRED against TRUTH."""
+    from .io import load_image, load_mask
+    from .masks import estimate_foreground
+    from .metrics import evaluate as evaluate_volumes
+
+    p, p_img = load_image(pred, "prediction")
+    t, t_img = load_image(truth, "truth")
+    if p.shape != t.shape or not np.allclose(p_img.affine, t_img.affine, atol=1e-3):
+        raise InputError(f"{pred}: grid {p.shape} differs from the truth's grid {t.shape} (resample with --ref)")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
+        raise InputError(f"{pred}: prediction or truth contains NaN or infinite values")
+    m = load_mask(mask, t.shape, t_img.affine) if mask else estimate_foreground(t, dilate_vox=0)
+    result = evaluate_volumes(p, t, m)
+    if as_json:
+        click.echo(json.dumps({"pred": pred, "truth": truth, "mask_voxels": int(m.sum()), **result}, indent=2))
+        return
+    click.echo(f"{'metric':<12} {'value':>9}  meaning")
+    notes = {
+        "psnr": "dB, inside mask, truth's robust range",
+        "ssim": "inside mask, truth's robust range",
+        "psnr_paper": "dB, paper convention: own min-max, background 0, whole volume",
+        "ssim_paper": "paper convention: own min-max, background 0, whole volume",
+        "mi": "nats, pred vs truth inside mask",
+    }
+    for k, v in result.items():
+        click.echo(f"{k:<12} {v:>9.4f}  {notes[k]}")
+
+
+@main.group(context_settings=CONTEXT)
+def baseline() -> None:
+    """Classical baselines on the same grids as `inrsr fit`."""
+
+
+@baseline.command(context_settings=CONTEXT)
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")
+@click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")
+@click.option("--resolution", type=float, metavar="MM",
+              help="Isotropic spacing over the stack's field of view (default: its finest spacing).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
+@click.option("--overwrite", is_flag=True)
+@_fail_cleanly
+def cubic(input_path, ref, resolution, output, overwrite):
+    """Cubic B-spline interpolation of one stack."""
+    from .baselines import interpolate_to_grid
+    from .geometry import Grid, isotropic_grid, union_box, voxel_sizes_mm
+    from .io import HeaderCodes, load_image, save_nifti
+
+    _refuse_existing_file(output, overwrite)
+    data, img = load_image(input_path, "stack")
+    codes = HeaderCodes.from_header(img.header)
+    if ref is not None:
+        if resolution is not None:
+            raise InputError("--ref and --resolution are exclusive: the reference fixes the grid")
+        r, r_img = load_image(ref, "reference image")
+        grid = Grid(tuple(int(n) for n in r.shape), np.asarray(r_img.affine, dtype=np.float64))
+        codes = HeaderCodes.from_header(r_img.header)
+    else:
+        spacing = resolution if resolution is not None else float(voxel_sizes_mm(img.affine).min())
+        if not spacing > 0:
+            raise InputError(f"--resolution must be positive, got {resolution}")
+        grid = isotropic_grid(union_box([(data.shape, img.affine)]), spacing)
+    save_nifti(interpolate_to_grid(data, img.affine, grid, order=3), grid.affine, output, codes)
+    click.echo(f"{output}: {'×'.join(map(str, grid.shape))} voxels", err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("-o", "--output", default="demo_out", show_default=True, type=click.Path(), help="Output folder.")
+@click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_fail_cleanly
+def demo(output, preset_name, overwrite):
+    """Complete run on a built-in phantom: simulate, fit, compare with cubic, write a table and figure."""
+    from .demo import run_demo
+
+    report = run_demo(output, preset(preset_name), overwrite=overwrite)
+    click.echo(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

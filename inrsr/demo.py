@@ -1,0 +1,83 @@
+"""The demo job: a built-in phantom → thick stacks → fit → comparison with cubic → table and figure."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import interpolate_to_grid
+from .config import FitConfig
+from .errors import InputError
+from .geometry import Grid
+from .io import check_writable, load_image, save_nifti
+from .metrics import evaluate
+from .phantom import head_phantom
+from .pipeline import StackSpec, fit_subject
+from .plots import plot_three_planes
+from .simulate import simulate_stack, view_axis
+
+__all__ = ["run_demo"]
+
+# contrast → (view of its thick stack)
+DEMO_STACKS = {"t1": "axial", "t2": "coronal"}
+FACTOR = 4
+
+
+def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = False, progress: bool = True) -> str:
+    """Run the demo into ``out_dir`` and return the metrics table as Markdown.
+
+    Layout: ``inputs/`` (phantom truths, brain mask, simulated thick stacks), ``fit/`` (the
+    outputs of ``inrsr fit`` on the stacks, on the truth's grid), ``cubic/`` (baseline),
+    ``metrics.md``/``metrics.json`` and ``demo.png`` (three planes: truth, cubic, inrsr).
+    """
+    out = Path(out_dir)
+    if (out / "metrics.json").exists() and not overwrite:
+        raise InputError(f"{out / 'metrics.json'}: output exists (use --overwrite to replace it)")
+    for sub in ("inputs", "cubic"):
+        check_writable(out / sub)
+    truths, affine, brain = head_phantom()
+    grid = Grid(truths["t1"].shape, affine)
+    save_nifti(brain.astype(np.float32), affine, out / "inputs" / "brain_mask.nii.gz")
+    specs, lows = [], {}
+    for contrast, view in DEMO_STACKS.items():
+        save_nifti(truths[contrast], affine, out / "inputs" / f"truth_{contrast}.nii.gz")
+        lr, lr_affine = simulate_stack(truths[contrast], affine, view_axis(affine, view), FACTOR, "point")
+        path = out / "inputs" / f"{contrast}_{view}_x{FACTOR}.nii.gz"
+        save_nifti(lr, lr_affine, path)
+        specs.append(StackSpec(contrast, str(path)))
+        lows[contrast] = (lr, lr_affine)
+    summary = fit_subject(specs, config, out / "fit", ref=str(out / "inputs" / "truth_t1.nii.gz"),
+                          overwrite=overwrite, progress=progress)
+
+
+    rows, figure_rows = [], {}
+    for contrast in DEMO_STACKS:
+        inr, _ = load_image(out / "fit" / f"{contrast}.nii.gz")
+        cubic = interpolate_to_grid(*lows[contrast], grid, order=3)
+        save_nifti(cubic, affine, out / "cubic" / f"{contrast}.nii.gz")
+        nearest = interpolate_to_grid(*lows[contrast], grid, order=0)
+        for method, vol in (("nearest", nearest), ("cubic", cubic), ("inrsr", inr)):
+            rows.append({"contrast": contrast, "method": method, **evaluate(vol, truths[contrast], brain)})
+        figure_rows.update({f"{contrast} truth": truths[contrast], f"{contrast} cubic": cubic,
+                            f"{contrast} inrsr": inr})
+    plot_three_planes(figure_rows, out / "demo.png", titles=["sagittal", "coronal", "axial"])
+    result = {"rows": rows, "fit": summary, "config": config.to_dict()}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    lines = [
+        f"inrsr demo: phantom 96×112×96 at 1 mm; t1 axial and t2 coronal stacks, factor {FACTOR}, point protocol",
+        f"fit {summary['seconds']['fit']:.1f} s ({summary['steps']} steps), render {summary['seconds']['render']:.1f} s",
+        "",
+        "| contrast | method | PSNR (dB, brain) | SSIM (brain) | PSNR paper conv. | MI vs truth |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['contrast']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_paper']:.2f} | {r['mi']:.3f} |"
+        for r in rows
+    ]
+    lines += ["", f"outputs in {out}/: fit/ (volumes, model.pt, logs, mi.png), cubic/, metrics.md, demo.png"]
+    table = "\n".join(lines)
+    (out / "metrics.md").write_text(table + "\n")
+    return table

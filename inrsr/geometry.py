@@ -1,0 +1,238 @@
+"""Geometry: voxel ↔ world (mm) maps, bounding boxes, normalisation and output grids.
+
+Conventions
+-----------
+* World coordinates are the NIfTI scanner frame (RAS+ mm) given by each image's 4×4 affine:
+  ``world = affine @ [i, j, k, 1]`` maps the *centre* of voxel ``(i, j, k)``.
+* A voxel covers ``±0.5`` voxel around its centre, so an image's field of view (FOV) is the box
+  spanned by its voxel corners, ``-0.5 … n-0.5`` in voxel units along each axis.
+* The network sees *normalised* coordinates: ``(world - centre_mm) / half_extent_mm`` with one
+  isotropic scale for all axes, so that frequencies mean the same thing in every direction.
+
+Everything here is a pure function of arrays and affines; nothing else in the package multiplies
+affines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+__all__ = [
+    "apply_affine",
+    "voxel_sizes_mm",
+    "direction_cosines",
+    "slice_axis",
+    "world_axis_of",
+    "voxel_centres_world",
+    "fov_corners_world",
+    "Box",
+    "union_box",
+    "overlap_fraction",
+    "Normaliser",
+    "Grid",
+    "isotropic_grid",
+    "grid_points_world",
+    "rescaled_affine",
+    "world_to_voxel_index",
+]
+
+
+def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4×4 affine to points of shape ``(..., 3)``; returns the same shape (float64)."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def voxel_sizes_mm(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing in mm along each array axis: the norms of the affine's columns."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def direction_cosines(affine: np.ndarray) -> np.ndarray:
+    """3×3 matrix whose column ``a`` is the unit world direction of array axis ``a``."""
+    affine = np.asarray(affine, dtype=np.float64)
+    return affine[:3, :3] / voxel_sizes_mm(affine)
+
+
+def slice_axis(affine: np.ndarray) -> int:
+    """Array axis with the largest spacing (the thick, through-plane axis of a 2D stack).
+
+    Ties (an isotropic volume) resolve to the last axis, the usual slice axis of NIfTI files.
+    """
+    sizes = voxel_sizes_mm(affine)
+    return int(np.flatnonzero(np.isclose(sizes, sizes.max(), rtol=1e-3))[-1])
+
+
+def world_axis_of(affine: np.ndarray, world_axis: int) -> int:
+    """Array axis whose direction is closest to world axis ``world_axis`` (0=x/L-R, 1=y/A-P, 2=z/S-I)."""
+    return int(np.argmax(np.abs(direction_cosines(affine)[world_axis])))
+
+
+def voxel_centres_world(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of every voxel centre, shape ``(*shape[:3], 3)``, C order."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape[:3]], indexing="ij"), axis=-1)
+    return apply_affine(affine, idx)
+
+
+def fov_corners_world(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of the 8 outer corners of the voxel grid, shape ``(8, 3)``."""
+    lo_hi = [(-0.5, n - 0.5) for n in shape[:3]]
+    corners = np.array(list(product(*lo_hi)), dtype=np.float64)
+    return apply_affine(affine, corners)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An oriented box: ``lo_mm``/``hi_mm`` are bounds along the columns of ``rotation``.
+
+    ``rotation`` (3×3, orthonormal columns, may include a reflection) maps box-frame coordinates to
+    world directions: ``world = rotation @ u`` for a box-frame point ``u``.
+    """
+
+    rotation: np.ndarray
+    lo_mm: np.ndarray
+    hi_mm: np.ndarray
+
+    @property
+    def extent_mm(self) -> np.ndarray:
+        return self.hi_mm - self.lo_mm
+
+    @property
+    def centre_world(self) -> np.ndarray:
+        return self.rotation @ ((self.lo_mm + self.hi_mm) / 2.0)
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(getattr(self, k)).tolist() for k in ("rotation", "lo_mm", "hi_mm")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Box":
+        return cls(*(np.asarray(d[k], dtype=np.float64) for k in ("rotation", "lo_mm", "hi_mm")))
+
+
+def union_box(
+    images: list[tuple[tuple[int, ...], np.ndarray]], rotation: np.ndarray | None = None
+) -> Box:
+    """Smallest box in the frame ``rotation`` that holds the FOV of every ``(shape, affine)``.
+
+    ``rotation`` defaults to the direction cosines of the first image, so the box is aligned with
+    the first stack's axes.
+    """
+    if rotation is None:
+        rotation = direction_cosines(images[0][1])
+    corners = np.concatenate([fov_corners_world(s, a) for s, a in images])
+    u = corners @ rotation  # world → box frame (rotation is orthonormal)
+    return Box(np.asarray(rotation, dtype=np.float64), u.min(axis=0), u.max(axis=0))
+
+
+def overlap_fraction(
+    a: tuple[tuple[int, ...], np.ndarray], b: tuple[tuple[int, ...], np.ndarray]
+) -> float:
+    """Volume of the intersection of two FOVs (in ``a``'s frame) over the smaller FOV's volume.
+
+    Both FOVs are boxed in ``a``'s axes (``b``'s box is conservative when it is oblique to ``a``).
+    0 means disjoint.
+    """
+    rot = direction_cosines(a[1])
+    box_a, box_b = union_box([a], rot), union_box([b], rot)
+    inter = np.clip(np.minimum(box_a.hi_mm, box_b.hi_mm) - np.maximum(box_a.lo_mm, box_b.lo_mm), 0, None)
+    smaller = min(np.prod(box_a.extent_mm), np.prod(box_b.extent_mm))
+    return float(np.prod(inter) / smaller) if smaller > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Maps world mm to network coordinates: ``(world - centre_mm) / scale_mm``.
+
+    Built from a box so that the whole box lands inside ``[-1, 1]`` along every world axis, with one
+    isotropic scale (half the largest world extent of the box's corners).
+    """
+
+    centre_mm: np.ndarray
+    scale_mm: float
+
+    @classmethod
+    def from_box(cls, box: Box) -> "Normaliser":
+        corners_u = np.array(list(product(*zip(box.lo_mm, box.hi_mm))), dtype=np.float64)
+        corners = corners_u @ box.rotation.T
+        lo, hi = corners.min(axis=0), corners.max(axis=0)
+        return cls((lo + hi) / 2.0, float((hi - lo).max() / 2.0))
+
+    def __call__(self, world_mm: np.ndarray) -> np.ndarray:
+        return (np.asarray(world_mm, dtype=np.float64) - self.centre_mm) / self.scale_mm
+
+    def to_dict(self) -> dict:
+        return {"centre_mm": np.asarray(self.centre_mm).tolist(), "scale_mm": self.scale_mm}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normaliser":
+        return cls(np.asarray(d["centre_mm"], dtype=np.float64), float(d["scale_mm"]))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: array ``shape`` and the 4×4 ``affine`` mapping voxel centres to world mm."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def n_vox(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def isotropic_grid(box: Box, spacing_mm: float) -> Grid:
+    """Isotropic grid of ``spacing_mm`` voxels aligned with ``box.rotation`` that covers ``box``.
+
+    The number of voxels along each axis is ``ceil(extent / spacing)``; the grid is centred on the
+    box, so it overhangs the box by less than one voxel in total per axis.
+    """
+    if not spacing_mm > 0:
+        raise ValueError(f"spacing must be positive, got {spacing_mm}")
+    n = np.maximum(np.ceil(box.extent_mm / spacing_mm - 1e-6), 1).astype(int)
+    first_centre_u = (box.lo_mm + box.hi_mm) / 2.0 - (n - 1) * spacing_mm / 2.0
+    affine = np.eye(4)
+    affine[:3, :3] = box.rotation * spacing_mm
+    affine[:3, 3] = box.rotation @ first_centre_u
+    return Grid((int(n[0]), int(n[1]), int(n[2])), affine)
+
+
+def grid_points_world(grid: Grid, start: int, stop: int) -> np.ndarray:
+    """World coordinates (mm) of the voxel centres with flat C-order indices ``start … stop-1``."""
+    ijk = np.stack(np.unravel_index(np.arange(start, stop), grid.shape), axis=-1)
+    return apply_affine(grid.affine, ijk)
+
+
+def rescaled_affine(
+    affine: np.ndarray, shape: tuple[int, ...], axis: int, factor: int, keep: str
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine and shape of a grid whose spacing along array ``axis`` is ``factor`` times coarser.
+
+    ``keep="centre"``: nibabel's ``rescale_affine`` with ``ceil(n / factor)`` voxels: old voxel
+    ``(n-1)//2`` and new voxel ``(n_new-1)//2`` share their centre (the "point" protocol of the
+    shared data README).
+    ``keep="blocks"``: new voxel ``i`` is the block of old voxels ``factor*i … factor*i+factor-1``,
+    centred on them; the count is ``n // factor`` (the "slab" protocol; a remainder is dropped).
+    """
+    shape3 = [int(s) for s in shape[:3]]
+    n_old = shape3[axis]
+    new = np.array(affine, dtype=np.float64)
+    new[:3, axis] = affine[:3, axis] * factor
+    if keep == "centre":
+        n_new = int(np.ceil(n_old / factor))
+        shift_vox_old = (n_old - 1) // 2 - ((n_new - 1) // 2) * factor
+    elif keep == "blocks":
+        n_new = n_old // factor
+        shift_vox_old = (factor - 1) / 2.0
+    else:
+        raise ValueError(f"keep must be 'centre' or 'blocks', got {keep!r}")
+    new[:3, 3] = affine[:3, 3] + affine[:3, axis] * shift_vox_old
+    shape3[axis] = n_new
+    return new, (shape3[0], shape3[1], shape3[2])
+
+
+def world_to_voxel_index(affine: np.ndarray, world_mm: np.ndarray) -> np.ndarray:
+    """Nearest voxel indices (int64, ``(..., 3)``) of world points in the grid of ``affine``."""
+    return np.rint(apply_affine(np.linalg.inv(affine), world_mm)).astype(np.int64)

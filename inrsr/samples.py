@@ -1,0 +1,121 @@
+"""Training tensors from validated stacks: normalised coordinates, scaled values, contrast ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .geometry import Box, Normaliser, apply_affine, union_box
+from .intensity import IntensityScale, fit_intensity_scale
+from .io import Stack
+from .masks import estimate_foreground
+
+__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set"]
+
+
+@dataclass
+class Subject:
+    """What fitting and rendering need to know about the inputs, beyond the network weights.
+
+    ``contrasts`` are in order of first appearance among the stacks; ``box`` is the union of all
+    stacks' fields of view in the first stack's axes; ``normaliser`` maps world mm into the
+    network's coordinates; ``scales`` maps each contrast's intensities into network units;
+    ``foregrounds`` holds each stack's ``(mask, affine)``, used to restrict rendering.
+    """
+
+    contrasts: list[str]
+    box: Box
+    normaliser: Normaliser
+    scales: dict[str, IntensityScale]
+    foregrounds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class TrainingSet:
+    """Flat training tensors (``N`` points) plus a fixed foreground subsample for the MI monitor.
+
+    coords : (N, 3) float32, normalised coordinates of voxel centres.
+    values : (N,) float32, voxel intensities in network units.
+    contrast_id : (N,) int64, index into ``Subject.contrasts``.
+    stack_id : (N,) int64, index of the source stack.
+    mi_coords : (M, 3) float32, normalised coordinates of foreground voxel centres.
+    """
+
+    coords: torch.Tensor
+    values: torch.Tensor
+    contrast_id: torch.Tensor
+    stack_id: torch.Tensor
+    mi_coords: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+
+def _foregrounds(stacks: list[Stack]) -> list[np.ndarray]:
+    return [s.mask if s.mask is not None else estimate_foreground(s.data) for s in stacks]
+
+
+def describe_subject(stacks: list[Stack], foregrounds: list[np.ndarray] | None = None) -> Subject:
+    """Contrast list, union box, normaliser and per-contrast intensity scales of the stacks."""
+    foregrounds = foregrounds if foregrounds is not None else _foregrounds(stacks)
+    contrasts: list[str] = []
+    for s in stacks:
+        if s.contrast not in contrasts:
+            contrasts.append(s.contrast)
+    box = union_box([(s.shape, s.affine) for s in stacks])
+    scales = {}
+    for c in contrasts:
+        members = [i for i, s in enumerate(stacks) if s.contrast == c]
+        scales[c] = fit_intensity_scale(
+            [stacks[i].data for i in members], [stacks[i].data[foregrounds[i]] for i in members]
+        )
+    return Subject(
+        contrasts, box, Normaliser.from_box(box), scales, [(m, s.affine) for m, s in zip(foregrounds, stacks)]
+    )
+
+
+def build_training_set(
+    stacks: list[Stack], background_ratio: float, mi_points: int, seed: int
+) -> tuple[Subject, TrainingSet]:
+    """Sample every stack's voxels into one flat training set.
+
+    Parameters
+    ----------
+    stacks : validated input stacks (each with its own grid).
+    background_ratio : background voxels drawn (once, at random) per foreground voxel of each
+        stack; a negative value keeps every voxel (the paper's setting).
+    mi_points : size of the fixed foreground subsample for the MI monitor.
+    seed : seed of the background and MI subsamples.
+    """
+    rng = np.random.default_rng(seed)
+    foregrounds = _foregrounds(stacks)
+    subject = describe_subject(stacks, foregrounds)
+    coords, values, cids, sids, fg_coords = [], [], [], [], []
+    for k, (stack, fg) in enumerate(zip(stacks, foregrounds)):
+        flat_fg = fg.ravel()
+        fg_idx = np.flatnonzero(flat_fg)
+        if background_ratio < 0:
+            idx = np.arange(flat_fg.size)
+        else:
+            bg_idx = np.flatnonzero(~flat_fg)
+            n_bg = min(bg_idx.size, int(round(background_ratio * fg_idx.size)))
+            idx = np.sort(np.concatenate([fg_idx, rng.choice(bg_idx, n_bg, replace=False)]))
+        world = apply_affine(stack.affine, np.stack(np.unravel_index(idx, stack.shape), axis=-1))
+        coords.append(subject.normaliser(world).astype(np.float32))
+        values.append(subject.scales[stack.contrast].forward(stack.data.ravel()[idx]))
+        cids.append(np.full(idx.size, subject.contrasts.index(stack.contrast), dtype=np.int64))
+        sids.append(np.full(idx.size, k, dtype=np.int64))
+        fg_world = apply_affine(stack.affine, np.stack(np.unravel_index(fg_idx, stack.shape), axis=-1))
+        fg_coords.append(subject.normaliser(fg_world).astype(np.float32))
+    all_fg = np.concatenate(fg_coords)
+    pick = rng.choice(all_fg.shape[0], min(mi_points, all_fg.shape[0]), replace=False)
+    train = TrainingSet(
+        coords=torch.from_numpy(np.concatenate(coords)),
+        values=torch.from_numpy(np.concatenate(values).astype(np.float32)),
+        contrast_id=torch.from_numpy(np.concatenate(cids)),
+        stack_id=torch.from_numpy(np.concatenate(sids)),
+        mi_coords=torch.from_numpy(all_fg[np.sort(pick)]),
+    )
+    return subject, train

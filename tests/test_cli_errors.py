@@ -1,0 +1,128 @@
+"""Bad input: one clear line on stderr naming the file and the problem, exit 2, no output left behind."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from inrsr.cli import main
+from tests.conftest import write_nifti
+
+AFF = np.diag([1.0, 1.0, 4.0, 1.0])
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    rng = np.random.default_rng(0)
+    good1 = write_nifti(tmp_path / "t1.nii.gz", rng.uniform(size=(12, 12, 4)).astype(np.float32), AFF)
+    good2 = write_nifti(tmp_path / "t2.nii.gz", rng.uniform(size=(12, 12, 4)).astype(np.float32), AFF)
+    return tmp_path, good1, good2
+
+
+def run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip()
+
+
+def check_error(code, err, *needles):
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("inrsr: error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_file(stacks):
+    tmp, good1, _ = stacks
+    code, err = run(["fit", "--t1", good1, "--t2", tmp / "nope.nii.gz", "-o", tmp / "out"])
+    check_error(code, err, "nope.nii.gz", "not found")
+    assert not (tmp / "out").exists()
+
+
+def test_not_nifti(stacks):
+    tmp, good1, _ = stacks
+    fake = tmp / "fake.nii.gz"
+    fake.write_text("hello")
+    check_error(*run(["fit", "--t1", good1, "--t2", fake, "-o", tmp / "out"]), "fake.nii.gz", "cannot read")
+    txt = tmp / "notes.txt"
+    txt.write_text("hello")
+    check_error(*run(["fit", "--t1", good1, "--t2", txt, "-o", tmp / "out"]), "notes.txt", "not a NIfTI")
+    assert not (tmp / "out").exists()
+
+
+def test_4d_nan_constant(stacks):
+    tmp, good1, _ = stacks
+    four = write_nifti(tmp / "four.nii.gz", np.ones((6, 6, 4, 3), np.float32), AFF)
+    check_error(*run(["fit", "--t1", good1, "--t2", four, "-o", tmp / "out"]), "four.nii.gz", "3D")
+    bad = np.random.default_rng(1).uniform(size=(12, 12, 4)).astype(np.float32)
+    bad[3, 3, 1] = np.nan
+    nan = write_nifti(tmp / "nan.nii.gz", bad, AFF)
+    check_error(*run(["fit", "--t1", good1, "--t2", nan, "-o", tmp / "out"]), "nan.nii.gz", "NaN")
+    const = write_nifti(tmp / "const.nii.gz", np.full((12, 12, 4), 7, np.float32), AFF)
+    check_error(*run(["fit", "--t1", good1, "--t2", const, "-o", tmp / "out"]), "const.nii.gz", "constant")
+    # a trailing singleton 4th axis is fine: the failure is later (here: the existing-output check)
+    single = write_nifti(tmp / "single.nii.gz", np.random.default_rng(2).uniform(size=(12, 12, 4, 1)).astype(np.float32), AFF)
+    (tmp / "out").mkdir()
+    (tmp / "out" / "t2.nii.gz").write_text("")
+    check_error(*run(["fit", "--t1", good1, "--t2", single, "-o", tmp / "out"]), "output exists")
+    assert sorted(os.listdir(tmp / "out")) == ["t2.nii.gz"]
+
+
+def test_disjoint_fields_of_view(stacks):
+    tmp, good1, _ = stacks
+    far = AFF.copy()
+    far[:3, 3] = [500, 0, 0]
+    away = write_nifti(tmp / "away.nii.gz", np.random.default_rng(3).uniform(size=(12, 12, 4)).astype(np.float32), far)
+    check_error(*run(["fit", "--t1", good1, "--t2", away, "-o", tmp / "out"]), "away.nii.gz", "overlap")
+    assert not (tmp / "out").exists()
+
+
+def test_duplicate_and_bad_contrast_names(stacks):
+    tmp, good1, good2 = stacks
+    check_error(*run(["fit", "--t1", good1, "--stack", f"t1={good2}", "-o", tmp / "out"]), "duplicate contrast")
+    check_error(*run(["fit", "--stack", f"t 1={good1}", "-o", tmp / "out"]), "contrast name")
+    check_error(*run(["fit", "--stack", str(good1), "-o", tmp / "out"]), "CONTRAST=PATH")
+    check_error(*run(["fit", "-o", tmp / "out"]), "no input stacks")
+    assert not (tmp / "out").exists()
+
+
+def test_unwritable_output_folder(stacks):
+    tmp, good1, good2 = stacks
+    blocker = tmp / "afile"
+    blocker.write_text("x")
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", blocker / "sub", "--max-epochs", "1"]),
+                "afile", "not writable")
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", blocker]), "afile", "not a folder")
+
+
+def test_bad_options(stacks):
+    tmp, good1, good2 = stacks
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--width", "0"]), "--width")
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--ref", good1,
+                      "--resolution", "1"]), "exclusive")
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--mask", good1]), "--mask")
+    assert not (tmp / "out").exists()
+
+
+def test_mask_on_wrong_grid(stacks):
+    tmp, good1, good2 = stacks
+    m = write_nifti(tmp / "m.nii.gz", np.ones((5, 5, 5), np.uint8), AFF)
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "--mask", m, "--mask", m, "-o", tmp / "out"]),
+                "m.nii.gz", "does not match")
+
+
+def test_other_commands(stacks):
+    tmp, good1, good2 = stacks
+    other = write_nifti(tmp / "other.nii.gz", np.ones((5, 5, 5), np.float32), AFF)
+    check_error(*run(["evaluate", "--pred", other, "--truth", good1]), "other.nii.gz", "grid")
+    check_error(*run(["simulate", good1, "--view", "axial", "--axis", "2", "-o", tmp / "lr.nii.gz"]), "exactly one")
+    check_error(*run(["simulate", good1, "--axis", "2", "--factor", "8", "-o", tmp / "lr.nii.gz"]), "fewer than")
+    check_error(*run(["simulate", good1, "--axis", "2", "-o", good2]), "t2.nii.gz", "output exists")
+    check_error(*run(["baseline", "cubic", "--input", good1, "-o", good2]), "output exists")
+    check_error(*run(["sample", "--model", good1, "-o", tmp / "s"]), "t1.nii.gz", "not an inrsr model")
+    check_error(*run(["sample", "--model", tmp / "none.pt", "-o", tmp / "s"]), "not found")
+    assert not (tmp / "s").exists() and not (tmp / "lr.nii.gz").exists()

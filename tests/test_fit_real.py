@@ -1,0 +1,118 @@
+"""One short real fit through the CLI, on a crop of the shared BraTS case written to a temp dir.
+
+t1c → axial thick stack, t2w → coronal thick stack (factor 4, the paper's point protocol); the fit
+is rendered on the t1c crop's grid. Asserts: exact output geometry, quality between nearest
+neighbour and cubic (within a stated margin), model re-sampling, logs and MI curve.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from inrsr.baselines import interpolate_to_grid
+from inrsr.cli import main
+from inrsr.geometry import Grid, voxel_sizes_mm
+from inrsr.metrics import evaluate
+
+# The short CPU fit in this test may trail cubic by at most this much (PSNR inside the brain).
+CUBIC_MARGIN_DB = 2.0
+HALF = np.array([40, 40, 32])  # crop half-size in voxels (1 mm)
+
+
+def crop(img: nib.Nifti1Image, centre: np.ndarray) -> nib.Nifti1Image:
+    lo = centre - HALF
+    data = np.asarray(img.dataobj, dtype=np.float32)[lo[0]:lo[0] + 2 * HALF[0], lo[1]:lo[1] + 2 * HALF[1],
+                                                      lo[2]:lo[2] + 2 * HALF[2]]
+    return nib.Nifti1Image(data, img.affine @ np.vstack([np.c_[np.eye(3), lo], [0, 0, 0, 1]]), img.header)
+
+
+@pytest.fixture(scope="module")
+def fitted(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    t1 = nib.load(str(shared_data / "brats_gli_00001" / "t1c.nii.gz"))
+    t2 = nib.load(str(shared_data / "brats_gli_00001" / "t2w.nii.gz"))
+    brain = np.asarray(t1.dataobj) > 0
+    centre = np.round(np.argwhere(brain).mean(axis=0)).astype(int)
+    for name, img in (("t1", t1), ("t2", t2)):
+        nib.save(crop(img, centre), str(tmp / f"{name}_hr.nii.gz"))
+    runner = CliRunner()
+    for name, view in (("t1", "axial"), ("t2", "coronal")):
+        r = runner.invoke(main, ["simulate", str(tmp / f"{name}_hr.nii.gz"), "--view", view, "--factor", "4",
+                                 "--profile", "point", "-o", str(tmp / f"{name}_lr.nii.gz")])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["fit", "--t1", str(tmp / "t1_lr.nii.gz"), "--t2", str(tmp / "t2_lr.nii.gz"),
+                             "--ref", str(tmp / "t1_hr.nii.gz"), "-o", str(tmp / "out"), "--quiet",
+                             "--max-epochs", "25", "--no-early-stopping", "--mi-every", "50"])
+    assert r.exit_code == 0, r.output
+    return tmp
+
+
+def test_output_is_exactly_on_the_reference_grid(fitted):
+    ref = nib.load(str(fitted / "t1_hr.nii.gz"))
+    for name in ("t1", "t2"):
+        out = nib.load(str(fitted / "out" / f"{name}.nii.gz"))
+        assert out.shape == ref.shape
+        assert out.get_data_dtype() == np.float32
+        # every voxel centre within 0.01 mm: compare the corners of the grid (affine is linear)
+        corners = np.array([[0, 0, 0], np.array(ref.shape) - 1])
+        np.testing.assert_allclose(nib.affines.apply_affine(out.affine, corners),
+                                   nib.affines.apply_affine(ref.affine, corners), atol=0.01)
+        assert int(out.header["sform_code"]) == int(ref.header["sform_code"])
+        assert int(out.header["qform_code"]) == int(ref.header["qform_code"])
+        assert out.header.get_xyzt_units()[0] == "mm"
+
+
+@pytest.mark.parametrize("name", ["t1", "t2"])
+def test_quality_between_nearest_and_cubic(fitted, name):
+    truth_img = nib.load(str(fitted / f"{name}_hr.nii.gz"))
+    truth = truth_img.get_fdata(dtype=np.float32)
+    lr = nib.load(str(fitted / f"{name}_lr.nii.gz"))
+    grid = Grid(truth.shape, truth_img.affine)
+    mask = truth > 0
+    pred = nib.load(str(fitted / "out" / f"{name}.nii.gz")).get_fdata(dtype=np.float32)
+    m = evaluate(pred, truth, mask)
+    nearest = evaluate(interpolate_to_grid(lr.get_fdata(dtype=np.float32), lr.affine, grid, 0), truth, mask)
+    cubic = evaluate(interpolate_to_grid(lr.get_fdata(dtype=np.float32), lr.affine, grid, 3), truth, mask)
+    print(name, "inrsr", m["psnr"], "nearest", nearest["psnr"], "cubic", cubic["psnr"])
+    assert m["psnr"] > nearest["psnr"]
+    assert m["psnr"] > cubic["psnr"] - CUBIC_MARGIN_DB
+    # outputs are in the input's intensity units: the brain's median matches the truth's within 10 %
+    assert abs(np.median(pred[mask]) / np.median(truth[mask]) - 1) < 0.1
+
+
+def test_logs_and_mi_curve(fitted):
+    log = json.loads((fitted / "out" / "log.json").read_text())
+    assert log["epochs_run"] == 25 and not log["stopped_early"]
+    assert len(log["epochs"]) == 25
+    first, last = log["epochs"][0], log["epochs"][-1]
+    assert last["loss_t1"] < first["loss_t1"] and last["loss_t2"] < first["loss_t2"]
+    assert len(log["mi_curve"]) >= 3 and all(0 < m["mi"] < np.log(32) for m in log["mi_curve"])
+    assert (fitted / "out" / "mi.png").stat().st_size > 1000
+    assert (fitted / "out" / "log.csv").read_text().startswith("epoch,steps,loss_t1,loss_t2,lr,mi,seconds")
+    cfg = json.loads((fitted / "out" / "config.json").read_text())
+    assert cfg["max_epochs"] == 25 and cfg["early_stopping"] is False
+
+
+def test_sample_reproduces_fit_and_resamples(fitted):
+    runner = CliRunner()
+    r = runner.invoke(main, ["sample", "--model", str(fitted / "out" / "model.pt"), "--ref",
+                             str(fitted / "t1_hr.nii.gz"), "-o", str(fitted / "again")])
+    assert r.exit_code == 0, r.output
+    for name in ("t1", "t2"):
+        a = nib.load(str(fitted / "out" / f"{name}.nii.gz")).get_fdata()
+        b = nib.load(str(fitted / "again" / f"{name}.nii.gz")).get_fdata()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+    r = runner.invoke(main, ["sample", "--model", str(fitted / "out" / "model.pt"), "--resolution", "2",
+                             "-o", str(fitted / "iso2")])
+    assert r.exit_code == 0, r.output
+    iso = nib.load(str(fitted / "iso2" / "t1.nii.gz"))
+    np.testing.assert_allclose(voxel_sizes_mm(iso.affine), [2, 2, 2], atol=1e-4)
+    # the isotropic grid covers the 80×80×64 mm union of the stacks, aligned with the first stack
+    assert all(abs(n * 2 - e) < 2 for n, e in zip(iso.shape, [80, 80, 64]))
+    ref = nib.load(str(fitted / "t1_lr.nii.gz"))
+    np.testing.assert_allclose(iso.affine[:3, :3] / 2, ref.affine[:3, :3] / voxel_sizes_mm(ref.affine), atol=1e-6)

@@ -1,0 +1,47 @@
+"""Mutual information sanity and the early-stopping buffer rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inrsr.mi import mutual_information
+from inrsr.monitor import MIPlateau
+
+
+def test_identical_images_give_entropy_and_noise_gives_zero():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=200_000)
+    same = mutual_information(a, a, bins=32)
+    assert same == pytest.approx(np.log(32), rel=0.01)  # uniform → entropy of 32 equal bins
+    assert mutual_information(a, rng.uniform(size=a.size), bins=32) < 0.01
+    # a monotonic remapping keeps most information, a shuffled copy keeps none
+    assert mutual_information(a, a**2, bins=32) > 0.6 * same
+    assert mutual_information(a, rng.permutation(a), bins=32) < 0.01
+
+
+def test_mi_rejects_unpaired_samples():
+    with pytest.raises(ValueError):
+        mutual_information(np.zeros(3), np.zeros(4))
+
+
+def test_plateau_stops_and_trend_does_not():
+    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
+    # constant MI: activity 0, then 0 again → stop at the 5th value (first with a previous activity)
+    decisions = [stopper.update(0.5) for _ in range(6)]
+    assert decisions.index(True) == 4
+    # MI still changing at a changing rate never stops
+    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
+    values = 1.0 - np.exp(-np.arange(12) / 3.0)
+    assert not any(stopper.update(v) for v in values[:10])
+    # settles: decreasing activity eventually below tolerance
+    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
+    values = 1.0 - np.exp(-np.arange(80) / 3.0)
+    stops = [stopper.update(v) for v in values]
+    assert any(stops) and 10 < stops.index(True) < 40
+
+
+def test_min_evals_delays_stopping():
+    stopper = MIPlateau(buffer=2, tol=1e-3, min_evals=10)
+    decisions = [stopper.update(0.3) for _ in range(12)]
+    assert decisions.index(True) == 9
