@@ -48,6 +48,7 @@ class FitConfig:
     lr: float = _opt(4e-4, "Adam learning rate")
     batch_size: int = _opt(1000, "training points per step")
     max_epochs: int = _opt(50, "maximum number of passes over the training points")
+    max_steps: int = _opt(0, "maximum number of steps, whichever limit comes first (0: no step limit)")
     lr_schedule: str = _opt(
         "cosine-epoch",
         "cosine: annealed to 0 every step; cosine-epoch: annealed once per epoch (as the paper); constant",
@@ -87,8 +88,8 @@ class FitConfig:
         for name in ("ff_scale", "es_tol"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
-        if self.depth < 0 or self.mi_every < 0 or self.threads < 0 or self.es_min_evals < 0:
-            raise InputError("--depth, --mi-every, --threads and --es-min-evals must be non-negative")
+        if min(self.depth, self.mi_every, self.threads, self.es_min_evals, self.max_steps) < 0:
+            raise InputError("--depth, --mi-every, --threads, --es-min-evals and --max-steps must be non-negative")
         if self.es_buffer < 2:
             raise InputError(f"--es-buffer must be at least 2, got {self.es_buffer}")
         for f in fields(self):
@@ -115,13 +116,14 @@ PRESETS: dict[str, FitConfig] = {
     # Best measured quality within a few minutes on 2 CPU cores (see README, "Presets").
     "default": FitConfig(
         n_frequencies=128,
-        ff_scale=4.0,
+        ff_scale=2.0,
         width=256,
         depth=3,
         head_width=128,
-        lr=2e-3,
+        lr=1e-3,
         batch_size=8192,
-        max_epochs=6,
+        max_epochs=100,
+        max_steps=1400,
         lr_schedule="cosine",
         background_ratio=0.25,
         mi_every=100,
@@ -130,13 +132,14 @@ PRESETS: dict[str, FitConfig] = {
     # A quick look: about a minute on 2 CPU cores.
     "fast": FitConfig(
         n_frequencies=64,
-        ff_scale=4.0,
+        ff_scale=2.0,
         width=128,
         depth=2,
         head_width=64,
         lr=3e-3,
         batch_size=8192,
-        max_epochs=2,
+        max_epochs=100,
+        max_steps=300,
         lr_schedule="cosine",
         background_ratio=0.25,
         mi_every=50,

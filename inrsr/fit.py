@@ -64,11 +64,12 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _lr_at(config: FitConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+def _lr_at(step: int, steps_per_epoch: int, total_steps: int, config: FitConfig) -> float:
+    """Learning rate at ``step`` (0-based) of a run of ``total_steps``."""
     if config.lr_schedule == "constant":
         return config.lr
     if config.lr_schedule == "cosine-epoch":  # torch CosineAnnealingLR(T_max=epochs), stepped per epoch
-        progress = (step // steps_per_epoch) / config.max_epochs
+        progress = (step // steps_per_epoch) / math.ceil(total_steps / steps_per_epoch)
     else:
         progress = step / total_steps
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
@@ -105,6 +106,9 @@ def fit_field(
         n = len(train)
         steps_per_epoch = max(1, math.ceil(n / config.batch_size))
         total_steps = steps_per_epoch * config.max_epochs
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        n_epochs = math.ceil(total_steps / steps_per_epoch)
         mi_every = config.mi_every or steps_per_epoch
         monitor = MIPlateau(config.es_buffer, config.es_tol, config.es_min_evals)
         use_mi = n_c >= 2
@@ -116,12 +120,12 @@ def fit_field(
             disable=not progress or not sys.stderr.isatty(),
         )
         step, last_mi, stop = 0, float("nan"), False
-        for epoch in range(config.max_epochs):
+        for epoch in range(n_epochs):
             perm = torch.randperm(n, generator=generator).to(device)
             sums = torch.zeros(n_c, dtype=torch.float64, device=device)
             counts = torch.zeros(n_c, dtype=torch.float64, device=device)
-            for b in range(steps_per_epoch):
-                lr = _lr_at(config, step, steps_per_epoch, total_steps)
+            for b in range(min(steps_per_epoch, total_steps - step)):
+                lr = _lr_at(step, steps_per_epoch, total_steps, config)
                 for group in optimiser.param_groups:
                     group["lr"] = lr
                 idx = perm[b * config.batch_size : (b + 1) * config.batch_size]

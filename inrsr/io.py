@@ -220,13 +220,16 @@ def save_nifti(
     """Write ``data`` as float32 NIfTI atomically (temporary file in the same folder, then rename).
 
     The header gets ``affine`` as both qform and sform with the codes and units of ``codes``
-    (scanner/aligned codes of the input are kept; a code of 0 becomes 1 so the affine is used).
+    (kept as they are; when both codes are 0 the sform code becomes 1 so the affine is used).
     """
     codes = codes or HeaderCodes()
     p = Path(path)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
-    img.set_qform(affine, code=codes.qform_code or 1)
-    img.set_sform(affine, code=codes.sform_code or 1)
+    qform_code, sform_code = codes.qform_code, codes.sform_code
+    if qform_code == 0 and sform_code == 0:  # neither would be honoured by readers
+        sform_code = 1
+    img.set_qform(affine, code=qform_code)
+    img.set_sform(affine, code=sform_code)
     img.header.set_xyzt_units(codes.xyz_unit, codes.t_unit)
     img.header.set_data_dtype(np.float32)
     suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else ".nii"
