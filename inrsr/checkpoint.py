@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from .errors import InputError
 from .field import Field, build_field
 from .geometry import Box, Normaliser
 from .intensity import IntensityScale
-from .io import HeaderCodes
+from .io import HeaderCodes, atomic_path
 from .samples import Subject
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
@@ -49,15 +48,8 @@ def save_checkpoint(
         "stacks": stacks,
     }
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return p
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +16,9 @@ import numpy as np
 from .errors import InputError
 from .geometry import slice_axis, voxel_sizes_mm
 
-__all__ = ["Stack", "load_image", "load_stack", "load_mask", "save_nifti", "HeaderCodes", "check_writable"]
+__all__ = [
+    "Stack", "load_image", "load_stack", "load_mask", "save_nifti", "HeaderCodes", "check_writable", "atomic_path",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -232,14 +236,27 @@ def save_nifti(
     img.set_sform(affine, code=sform_code)
     img.header.set_xyzt_units(codes.xyz_unit, codes.t_unit)
     img.header.set_data_dtype(np.float32)
-    suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else ".nii"
+    with atomic_path(p) as tmp:
+        nib.save(img, tmp)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary file name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    The temporary name keeps ``path``'s suffix (``.nii.gz``, ``.png``, …) so writers that choose a
+    format from the name behave the same. On failure the temporary file is removed and ``path`` is
+    left untouched, so no half-written output ever carries the final name.
+    """
+    p = Path(path)
+    suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp" + suffix)
     os.close(fd)
     try:
-        nib.save(img, tmp)
+        yield tmp
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return p

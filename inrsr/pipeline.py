@@ -17,7 +17,7 @@ from .config import FitConfig
 from .errors import InputError
 from .fit import fit_field, resolve_device, torch_threads
 from .geometry import Grid, isotropic_grid, overlap_fraction
-from .io import HeaderCodes, Stack, check_writable, load_image, load_stack, save_nifti
+from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti
 from .plots import plot_mi_curve
 from .render import render_grid
 from .samples import Subject, build_training_set
@@ -98,19 +98,16 @@ def _refuse_existing(paths: dict[str, Path], overwrite: bool) -> None:
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         if rows:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=float))
 
 
 def fit_subject(

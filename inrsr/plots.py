@@ -11,16 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .io import atomic_path  # noqa: E402
+
 __all__ = ["plot_mi_curve", "plot_three_planes"]
 
 
 def _save(fig: "plt.Figure", path: str | os.PathLike) -> Path:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, p)
-    return p
+    return Path(path)
 
 
 def plot_mi_curve(
