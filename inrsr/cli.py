@@ -231,23 +231,15 @@ def baseline() -> None:
 def cubic(input_path, ref, resolution, output, overwrite):
     """Cubic B-spline interpolation of one stack."""
     from .baselines import interpolate_to_grid
-    from .geometry import Grid, isotropic_grid, union_box, voxel_sizes_mm
+    from .geometry import union_box, voxel_sizes_mm
     from .io import HeaderCodes, load_image, save_nifti
+    from .pipeline import output_grid
 
     _refuse_existing_file(output, overwrite)
     data, img = load_image(input_path, "stack")
-    codes = HeaderCodes.from_header(img.header)
-    if ref is not None:
-        if resolution is not None:
-            raise InputError("--ref and --resolution are exclusive: the reference fixes the grid")
-        r, r_img = load_image(ref, "reference image")
-        grid = Grid(tuple(int(n) for n in r.shape), np.asarray(r_img.affine, dtype=np.float64))
-        codes = HeaderCodes.from_header(r_img.header)
-    else:
-        spacing = resolution if resolution is not None else float(voxel_sizes_mm(img.affine).min())
-        if not spacing > 0:
-            raise InputError(f"--resolution must be positive, got {resolution}")
-        grid = isotropic_grid(union_box([(data.shape, img.affine)]), spacing)
+    box = union_box([(data.shape, img.affine)])
+    grid, ref_codes = output_grid(box, ref, resolution, float(voxel_sizes_mm(img.affine).min()))
+    codes = ref_codes or HeaderCodes.from_header(img.header)
     save_nifti(interpolate_to_grid(data, img.affine, grid, order=3), grid.affine, output, codes)
     click.echo(f"{output}: {'×'.join(map(str, grid.shape))} voxels", err=True)
 

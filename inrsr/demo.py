@@ -12,7 +12,7 @@ from .baselines import interpolate_to_grid
 from .config import FitConfig
 from .errors import InputError
 from .geometry import Grid
-from .io import atomic_path, check_writable, load_image, save_nifti
+from .io import check_writable, load_image, save_nifti, write_text
 from .metrics import evaluate
 from .phantom import head_phantom
 from .pipeline import StackSpec, fit_subject
@@ -65,8 +65,7 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
                             f"{contrast} inrsr": inr})
     plot_three_planes(figure_rows, out / "demo.png", titles=["sagittal", "coronal", "axial"])
     result = {"rows": rows, "fit": summary, "config": config.to_dict()}
-    with atomic_path(out / "metrics.json") as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=2, default=float))
+    write_text(out / "metrics.json", json.dumps(result, indent=2, default=float))
     lines = [
         f"inrsr demo: phantom 96×112×96 at 1 mm; t1 axial and t2 coronal stacks, factor {FACTOR}, point protocol",
         f"fit {summary['seconds']['fit']:.1f} s ({summary['steps']} steps), render {summary['seconds']['render']:.1f} s",
@@ -80,6 +79,5 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
     ]
     lines += ["", f"outputs in {out}/: fit/ (volumes, model.pt, logs, mi.png), cubic/, metrics.md, demo.png"]
     table = "\n".join(lines)
-    with atomic_path(out / "metrics.md") as tmp:
-        Path(tmp).write_text(table + "\n")
+    write_text(out / "metrics.md", table + "\n")
     return table

@@ -18,6 +18,7 @@ from .geometry import slice_axis, voxel_sizes_mm
 
 __all__ = [
     "Stack", "load_image", "load_stack", "load_mask", "save_nifti", "HeaderCodes", "check_writable", "atomic_path",
+    "write_text",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -260,3 +261,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)

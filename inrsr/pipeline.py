@@ -16,11 +16,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FitConfig
 from .errors import InputError
 from .fit import fit_field, resolve_device, torch_threads
-from .geometry import Grid, isotropic_grid, overlap_fraction
-from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti
+from .geometry import Box, Grid, isotropic_grid, overlap_fraction, voxel_sizes_mm
+from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti, write_text
 from .plots import plot_mi_curve
 from .render import render_grid
-from .samples import Subject, build_training_set
+from .samples import build_training_set
 
 __all__ = ["StackSpec", "load_stacks", "output_grid", "fit_subject", "sample_model"]
 
@@ -61,9 +61,9 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
 
 
 def output_grid(
-    subject: Subject, ref: str | None, resolution_mm: float | None, default_spacing_mm: float
+    box: Box, ref: str | None, resolution_mm: float | None, default_spacing_mm: float
 ) -> tuple[Grid, HeaderCodes | None]:
-    """The grid to render on: exactly ``ref``'s grid, or an isotropic grid over the union box.
+    """The grid to render on: exactly ``ref``'s grid, or an isotropic grid covering ``box``.
 
     Returns the grid and, for ``ref``, its header codes (so outputs carry the reference's codes).
     """
@@ -75,7 +75,7 @@ def output_grid(
     spacing = default_spacing_mm if resolution_mm is None else resolution_mm
     if not spacing > 0:
         raise InputError(f"--resolution must be positive, got {resolution_mm}")
-    grid = isotropic_grid(subject.box, float(spacing))
+    grid = isotropic_grid(box, float(spacing))
     if grid.n_vox > 2_000_000_000:
         raise InputError(f"--resolution {spacing} mm gives {grid.n_vox} voxels; choose a coarser resolution")
     return grid, None
@@ -106,8 +106,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=float))
+    write_text(path, json.dumps(obj, indent=2, default=float))
 
 
 def fit_subject(
@@ -137,7 +136,7 @@ def fit_subject(
     t0 = time.perf_counter()
     subject, train = build_training_set(stacks, config.background_ratio, config.mi_points, config.seed)
     finest = float(min(s.spacing_mm.min() for s in stacks))
-    grid, ref_codes = output_grid(subject, ref, resolution_mm, finest)
+    grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
     check_writable(out)
     t_prep = time.perf_counter() - t0
 
@@ -193,8 +192,8 @@ def sample_model(
     Without either, the grid of the original fit's default (finest input spacing) is used.
     """
     model, config, subject, codes, payload = load_checkpoint(model_path)
-    finest = float(min(np.sqrt((np.asarray(s["affine"])[:3, :3] ** 2).sum(axis=0)).min() for s in payload["stacks"]))
-    grid, ref_codes = output_grid(subject, ref, resolution_mm, finest)
+    finest = float(min(voxel_sizes_mm(np.asarray(s["affine"])).min() for s in payload["stacks"]))
+    grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
