@@ -1,0 +1,37 @@
+"""Loading stacks: slice geometry from the affine, thickness from a BIDS sidecar or an override."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inrsr.errors import InputError
+from inrsr.io import load_stack
+from tests.conftest import write_nifti
+from tests.test_geometry import AFFINES
+
+
+def test_thickness_sidecar_override_and_default(tmp_path):
+    data = np.random.default_rng(0).uniform(size=(8, 6, 9)).astype(np.float32)
+    path = write_nifti(tmp_path / "t2_cor.nii.gz", data, AFFINES["permuted"])  # thick axis 1, 3 mm
+    stack = load_stack(path, "t2")
+    assert stack.slice_axis == 1 and stack.slice_spacing_mm == pytest.approx(3.0)
+    assert stack.slice_thickness_mm == pytest.approx(3.0)  # no sidecar: thickness = spacing
+    (tmp_path / "t2_cor.json").write_text(json.dumps({"SliceThickness": 2.5}))
+    assert load_stack(path, "t2").slice_thickness_mm == pytest.approx(2.5)
+    assert load_stack(path, "t2", thickness_mm=4.0).slice_thickness_mm == pytest.approx(4.0)
+    with pytest.raises(InputError, match="thickness must be positive"):
+        load_stack(path, "t2", thickness_mm=-1.0)
+
+
+def test_trailing_singleton_axis_and_user_mask(tmp_path):
+    data = np.random.default_rng(1).uniform(1, 2, size=(5, 5, 4, 1)).astype(np.float32)
+    path = write_nifti(tmp_path / "a.nii", data, AFFINES["oblique"])
+    mask = np.zeros((5, 5, 4), np.uint8)
+    mask[1:4, 1:4, 1:3] = 1
+    mpath = write_nifti(tmp_path / "m.nii.gz", mask, AFFINES["oblique"])
+    stack = load_stack(path, "t1", mask_path=mpath)
+    assert stack.shape == (5, 5, 4) and stack.data.dtype == np.float32
+    assert stack.mask.sum() == 18
