@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# Speed/quality benchmark on the shared cases (about 25 min on 2 CPU cores); table in bench_out/bench.md
+bench: install
+	$(BIN)/python experiments/bench.py --out bench_out
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache

@@ -66,13 +66,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject,
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{p}: not an inrsr model file (format {payload.get('format') if isinstance(payload, dict) else '?'})")
     config = FitConfig.from_dict(payload["config"])
-    model = build_field(payload["contrasts"], config)
+    normaliser = Normaliser.from_dict(payload["normaliser"])
+    model = build_field(payload["contrasts"], config, normaliser.scale_mm)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     subject = Subject(
         contrasts=list(payload["contrasts"]),
         box=Box.from_dict(payload["box"]),
-        normaliser=Normaliser.from_dict(payload["normaliser"]),
+        normaliser=normaliser,
         scales={c: IntensityScale(**s) for c, s in payload["scales"].items()},
         foregrounds=[
             (

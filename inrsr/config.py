@@ -17,6 +17,10 @@ __all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES"]
 
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
+ENCODINGS = ("fourier", "hash")
+BACKENDS = ("auto", "torch", "tcnn")
+SLICE_PROFILES = ("point", "box", "gaussian")
+PRECISIONS = ("fp32", "bf16")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -31,9 +35,35 @@ class FitConfig:
     """Hyper-parameters of one fit. Units: coordinates are normalised so the union box of all
     stacks spans [-1, 1] along its largest world extent; frequencies are in cycles per unit."""
 
-    # encoding: Gaussian Fourier features [sin(2πBx), cos(2πBx)], B ~ N(0, ff_scale²)
+    encoding: str = _opt(
+        "fourier", "fourier: Gaussian Fourier features (the paper); hash: multiresolution hash grid", ENCODINGS
+    )
+    # Gaussian Fourier features [sin(2πBx), cos(2πBx)], B ~ N(0, ff_scale²)
     n_frequencies: int = _opt(256, "number of Gaussian Fourier frequencies (features = 2×this)")
     ff_scale: float = _opt(4.0, "standard deviation of the Fourier frequencies, cycles per normalised unit")
+    # multiresolution hash grid (cell sizes in mm, geometric progression from coarsest to finest)
+    grid_levels: int = _opt(16, "hash grid levels")
+    grid_features: int = _opt(2, "features per hash grid level")
+    grid_log2_table: int = _opt(19, "log2 of the table entries per hash grid level")
+    grid_coarsest_mm: float = _opt(32.0, "cell size of the coarsest hash grid level, mm")
+    grid_finest_mm: float = _opt(1.0, "cell size of the finest hash grid level, mm")
+    grid_backend: str = _opt(
+        "auto", "hash grid implementation: tcnn on CUDA when importable (auto), pure torch, or tcnn", BACKENDS
+    )
+    grid_lr: float = _opt(0.0, "Adam learning rate of the grid tables (0: same as --lr)")
+    # forward model: how the field makes a thick-slice voxel
+    slice_profile: str = _opt(
+        "point",
+        "point: the field at the voxel centre (the paper); box: mean over the slice thickness along the "
+        "slice normal; gaussian: Gaussian-weighted mean, FWHM = slice thickness",
+        SLICE_PROFILES,
+    )
+    profile_points: int = _opt(4, "points per voxel across the slice for the box and gaussian profiles")
+    # regulariser: finite differences of the field at random points (fills the space between slices)
+    reg_weight: float = _opt(0.0, "weight of the smoothness penalty (0: off)")
+    reg_norm: str = _opt("l1", "l1: total-variation-like (keeps edges); l2: Tikhonov (smoother)", ("l1", "l2"))
+    reg_step_mm: float = _opt(1.0, "finite-difference step of the smoothness penalty, mm")
+    reg_points: int = _opt(4096, "random points per step for the smoothness penalty")
     # network
     variant: str = _opt(
         "split",
@@ -49,6 +79,7 @@ class FitConfig:
     batch_size: int = _opt(1000, "training points per step")
     max_epochs: int = _opt(50, "maximum number of passes over the training points")
     max_steps: int = _opt(0, "maximum number of steps, whichever limit comes first (0: no step limit)")
+    time_limit_s: float = _opt(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
     lr_schedule: str = _opt(
         "cosine-epoch",
         "cosine: annealed to 0 every step; cosine-epoch: annealed once per epoch (as the paper); constant",
@@ -67,6 +98,7 @@ class FitConfig:
     es_tol: float = _opt(1e-4, "stop when the mean absolute MI change moves by less than this")
     es_min_evals: int = _opt(4, "MI evaluations before early stopping may trigger")
     # execution
+    precision: str = _opt("fp32", "fp32, or bf16 autocast for the network during training", PRECISIONS)
     seed: int = _opt(0, "random seed (weights, frequencies, batches)")
     device: str = _opt("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     threads: int = _opt(0, "CPU threads for torch (0: all cores)")
@@ -81,11 +113,16 @@ class FitConfig:
     def validate(self) -> "FitConfig":
         """Raise :class:`InputError` naming the first invalid option."""
         positive = ("n_frequencies", "width", "head_width", "lr", "batch_size", "max_epochs", "mi_bins",
-                    "mi_points", "es_buffer", "render_chunk")
+                    "mi_points", "es_buffer", "render_chunk", "grid_levels", "grid_features", "grid_coarsest_mm",
+                    "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("ff_scale", "es_tol"):
+        if not 10 <= self.grid_log2_table <= 26:
+            raise InputError(f"--grid-log2-table must be between 10 and 26, got {self.grid_log2_table}")
+        if self.grid_finest_mm > self.grid_coarsest_mm:
+            raise InputError("--grid-finest-mm must not exceed --grid-coarsest-mm")
+        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "time_limit_s"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
         if min(self.depth, self.mi_every, self.threads, self.es_min_evals, self.max_steps) < 0:
@@ -113,35 +150,51 @@ class FitConfig:
 PRESETS: dict[str, FitConfig] = {
     # McGinnis et al. (MICCAI 2023), config_brats.yaml of the authors' code: exact.
     "paper": FitConfig(),
-    # Best measured quality within a few minutes on 2 CPU cores (see README, "Presets").
+    # Best measured quality within about two minutes on 2 CPU cores (see README, "Presets").
     "default": FitConfig(
-        n_frequencies=128,
-        ff_scale=2.0,
-        width=256,
-        depth=3,
-        head_width=128,
-        lr=1e-3,
-        batch_size=8192,
+        encoding="hash",
+        grid_levels=16,
+        grid_features=2,
+        grid_log2_table=17,
+        grid_coarsest_mm=32.0,
+        grid_finest_mm=1.0,
+        width=64,
+        depth=1,
+        head_width=64,
+        lr=1e-2,
+        batch_size=4096,
         max_epochs=100,
-        max_steps=1400,
+        max_steps=700,
         lr_schedule="cosine",
         background_ratio=0.25,
+        slice_profile="box",
+        profile_points=4,
+        reg_weight=0.03,
+        reg_points=2048,
         mi_every=100,
         mi_points=20000,
     ),
-    # A quick look: about a minute on 2 CPU cores.
+    # A quick look: under a minute on 2 CPU cores.
     "fast": FitConfig(
-        n_frequencies=64,
-        ff_scale=2.0,
-        width=128,
-        depth=2,
+        encoding="hash",
+        grid_levels=8,
+        grid_features=4,
+        grid_log2_table=17,
+        grid_coarsest_mm=32.0,
+        grid_finest_mm=1.0,
+        width=64,
+        depth=1,
         head_width=64,
-        lr=3e-3,
-        batch_size=8192,
+        lr=1e-2,
+        batch_size=4096,
         max_epochs=100,
-        max_steps=300,
+        max_steps=250,
         lr_schedule="cosine",
         background_ratio=0.25,
+        slice_profile="box",
+        profile_points=4,
+        reg_weight=0.03,
+        reg_points=1024,
         mi_every=50,
         mi_points=10000,
     ),

@@ -6,40 +6,21 @@ Shapes: coordinates ``(N, 3)`` in normalised units (see :mod:`inrsr.geometry`); 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from .config import FitConfig
+from .encodings import Encoding, FourierFeatures, level_cells_mm, make_hash_grid
 
-__all__ = ["Encoding", "FourierFeatures", "Field", "build_field"]
-
-
-class Encoding(nn.Module):
-    """Base class: maps ``(N, 3)`` coordinates to ``(N, out_dim)`` features."""
-
-    out_dim: int
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+__all__ = ["Field", "build_field", "build_encoding"]
 
 
-class FourierFeatures(Encoding):
-    """Gaussian random Fourier features ``[sin(2π x Bᵀ), cos(2π x Bᵀ)]`` with ``B ~ N(0, scale²)``.
-
-    ``B`` has shape ``(n_frequencies, 3)`` and is a fixed buffer (saved in checkpoints).
-    """
-
-    def __init__(self, n_frequencies: int, scale: float, generator: torch.Generator | None = None):
-        super().__init__()
-        b = torch.randn(n_frequencies, 3, generator=generator) * scale
-        self.register_buffer("B", b)
-        self.out_dim = 2 * n_frequencies
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        proj = (2.0 * math.pi) * (x @ self.B.T)
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+def build_encoding(config: FitConfig, mm_per_unit: float, generator: torch.Generator | None = None) -> Encoding:
+    """The encoding named by ``config.encoding``; ``mm_per_unit`` converts grid cell sizes to mm."""
+    if config.encoding == "fourier":
+        return FourierFeatures(config.n_frequencies, config.ff_scale, generator)
+    cells = level_cells_mm(config.grid_levels, config.grid_coarsest_mm, config.grid_finest_mm)
+    return make_hash_grid(cells, config.grid_features, config.grid_log2_table, mm_per_unit, config.grid_backend, generator)
 
 
 def _mlp(in_dim: int, width: int, n_hidden: int) -> nn.Sequential:
@@ -63,14 +44,16 @@ class Field(nn.Module):
     * ``single``: an independent encoding+trunk+head per contrast (each contrast fitted alone).
     """
 
-    def __init__(self, contrasts: list[str], config: FitConfig, generator: torch.Generator | None = None):
+    def __init__(
+        self, contrasts: list[str], config: FitConfig, mm_per_unit: float, generator: torch.Generator | None = None
+    ):
         super().__init__()
         self.contrasts = list(contrasts)
         self.variant = config.variant
         n_c = len(self.contrasts)
 
         def encoder_and_trunk() -> tuple[Encoding, nn.Sequential]:
-            enc = FourierFeatures(config.n_frequencies, config.ff_scale, generator)
+            enc = build_encoding(config, mm_per_unit, generator)
             return enc, _mlp(enc.out_dim, config.width, config.depth)
 
         if self.variant == "single":
@@ -122,9 +105,13 @@ class Field(nn.Module):
         return out
 
 
-def build_field(contrasts: list[str], config: FitConfig) -> Field:
-    """A freshly initialised field; weights and Fourier frequencies depend only on ``config.seed``."""
+def build_field(contrasts: list[str], config: FitConfig, mm_per_unit: float) -> Field:
+    """A freshly initialised field; its parameters depend only on ``config.seed``.
+
+    ``mm_per_unit`` is the normaliser's scale (world mm per normalised unit), which fixes the
+    hash grid's cell sizes in mm.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return Field(contrasts, config, generator)
+        return Field(contrasts, config, mm_per_unit, generator)

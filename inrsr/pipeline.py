@@ -134,7 +134,9 @@ def fit_subject(
     paths = _output_paths(out, contrasts, with_model=True)
     _refuse_existing(paths, overwrite)
     t0 = time.perf_counter()
-    subject, train = build_training_set(stacks, config.background_ratio, config.mi_points, config.seed)
+    subject, train = build_training_set(
+        stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
+    )
     finest = float(min(s.spacing_mm.min() for s in stacks))
     grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
     check_writable(out)
@@ -166,6 +168,7 @@ def fit_subject(
         "steps": result.steps,
         "epochs_run": len(result.epochs),
         "stopped_early": result.stopped_early,
+        "stopped_by": result.stopped_by,
         "final_mi": result.mi_curve[-1]["mi"] if result.mi_curve else None,
         "seconds": {"prepare": t_prep, "fit": result.seconds, "render": t_render},
         "train_points_per_second": result.points_per_second,

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .geometry import Box, Normaliser, apply_affine, union_box
+from .geometry import Box, Normaliser, apply_affine, direction_cosines, slice_axis, union_box
 from .intensity import IntensityScale, fit_intensity_scale
 from .io import Stack
 from .masks import estimate_foreground
 
-__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set"]
+__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "slice_profile"]
+
+# FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2).
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 @dataclass
@@ -41,6 +44,11 @@ class TrainingSet:
     contrast_id : (N,) int64, index into ``Subject.contrasts``.
     stack_id : (N,) int64, index of the source stack.
     mi_coords : (M, 3) float32, normalised coordinates of foreground voxel centres.
+    profile_offsets : (S, K, 3) float32, per stack, the normalised offsets from a voxel centre of
+        the ``K`` points whose weighted mean models that voxel (all zero for point sampling).
+    profile_weights : (S, K) float32, their weights (each row sums to 1).
+    mm_per_unit : world mm per normalised unit (the normaliser's scale).
+    gap_mm : the largest slice spacing among the stacks, mm (how far apart sampled planes can be).
     """
 
     coords: torch.Tensor
@@ -48,6 +56,10 @@ class TrainingSet:
     contrast_id: torch.Tensor
     stack_id: torch.Tensor
     mi_coords: torch.Tensor
+    profile_offsets: torch.Tensor
+    profile_weights: torch.Tensor
+    mm_per_unit: float
+    gap_mm: float
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -76,8 +88,60 @@ def describe_subject(stacks: list[Stack], foregrounds: list[np.ndarray] | None =
     )
 
 
+def slice_profile(kind: str, thickness_mm: float, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature of a slice profile across the slice: positions (mm, along the slice normal,
+    relative to the voxel centre) and weights summing to 1.
+
+    ``point``: one point at the centre. ``box``: the midpoints of ``n_points`` equal parts of
+    ``[-t/2, t/2]``, equal weights (exact for a slab simulated as the mean of ``n_points`` thin
+    slices). ``gaussian``: ``n_points`` midpoints of equal parts of ``[-t, t]`` (±2.35 σ) weighted
+    by a Gaussian with FWHM ``t``.
+    """
+    if kind == "point" or n_points == 1:
+        return np.zeros(1), np.ones(1)
+    u = (np.arange(n_points) + 0.5) / n_points - 0.5  # midpoints of equal parts of [-1/2, 1/2]
+    if kind == "box":
+        return u * thickness_mm, np.full(n_points, 1.0 / n_points)
+    if kind == "gaussian":
+        pos = 2.0 * u * thickness_mm
+        w = np.exp(-0.5 * (pos / (thickness_mm / FWHM_PER_SIGMA)) ** 2)
+        return pos, w / w.sum()
+    raise ValueError(f"unknown slice profile {kind!r}")
+
+
+def _slice_normal(affine: np.ndarray) -> np.ndarray:
+    """Unit normal (world frame) of the slice planes spanned by the two in-plane array axes,
+    oriented along the slice axis (differs from the slice axis only for sheared affines)."""
+    cols = direction_cosines(affine)
+    a = slice_axis(affine)
+    u, v = (cols[:, i] for i in range(3) if i != a)
+    n = np.cross(u, v)
+    n /= np.linalg.norm(n)
+    return n if n @ cols[:, a] >= 0 else -n
+
+
+def _profile_offsets(
+    stacks: list[Stack], kind: str, n_points: int, normaliser: Normaliser
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per stack, profile points as normalised offsets along its slice normal, and their weights."""
+    k = 1 if kind == "point" else n_points
+    offsets = np.zeros((len(stacks), k, 3), dtype=np.float32)
+    weights = np.zeros((len(stacks), k), dtype=np.float32)
+    for i, s in enumerate(stacks):
+        normal = _slice_normal(s.affine)
+        pos_mm, w = slice_profile(kind, s.slice_thickness_mm, n_points)
+        offsets[i] = pos_mm[:, None] * normal[None, :] / normaliser.scale_mm
+        weights[i] = w
+    return offsets, weights
+
+
 def build_training_set(
-    stacks: list[Stack], background_ratio: float, mi_points: int, seed: int
+    stacks: list[Stack],
+    background_ratio: float,
+    mi_points: int,
+    seed: int,
+    profile: str = "point",
+    profile_points: int = 1,
 ) -> tuple[Subject, TrainingSet]:
     """Sample every stack's voxels into one flat training set.
 
@@ -88,6 +152,8 @@ def build_training_set(
         stack; a negative value keeps every voxel (the paper's setting).
     mi_points : size of the fixed foreground subsample for the MI monitor.
     seed : seed of the background and MI subsamples.
+    profile, profile_points : the slice-profile forward model (see :func:`slice_profile`); each
+        stack's profile lies along its slice normal and spans its slice thickness.
     """
     rng = np.random.default_rng(seed)
     foregrounds = _foregrounds(stacks)
@@ -111,11 +177,16 @@ def build_training_set(
         fg_coords.append(subject.normaliser(fg_world).astype(np.float32))
     all_fg = np.concatenate(fg_coords)
     pick = rng.choice(all_fg.shape[0], min(mi_points, all_fg.shape[0]), replace=False)
+    offsets, weights = _profile_offsets(stacks, profile, profile_points, subject.normaliser)
     train = TrainingSet(
         coords=torch.from_numpy(np.concatenate(coords)),
         values=torch.from_numpy(np.concatenate(values).astype(np.float32)),
         contrast_id=torch.from_numpy(np.concatenate(cids)),
         stack_id=torch.from_numpy(np.concatenate(sids)),
         mi_coords=torch.from_numpy(all_fg[np.sort(pick)]),
+        profile_offsets=torch.from_numpy(offsets),
+        profile_weights=torch.from_numpy(weights),
+        mm_per_unit=subject.normaliser.scale_mm,
+        gap_mm=float(max(s.slice_spacing_mm for s in stacks)),
     )
     return subject, train

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from inrsr.config import preset
-from inrsr.field import FourierFeatures, build_field
+from inrsr.encodings import FourierFeatures
+from inrsr.field import build_field
 
-CFG = preset("fast", n_frequencies=16, width=32, depth=2, head_width=16)
+CFG = preset("fast", n_frequencies=16, width=32, depth=2, head_width=16, encoding="fourier")
+MM = 100.0  # mm per normalised unit
 
 
 def grads(module):
@@ -15,7 +17,7 @@ def grads(module):
 
 
 def test_split_head_gradient_isolation():
-    field = build_field(["t1", "t2", "flair"], CFG.replace(variant="split"))
+    field = build_field(["t1", "t2", "flair"], CFG.replace(variant="split"), MM)
     x = torch.rand(64, 3) * 2 - 1
     field(x)[:, 0].pow(2).mean().backward()  # a loss on contrast 0 only
     assert all(g is not None and g.abs().sum() > 0 for g in grads(field.heads[0]))
@@ -25,7 +27,7 @@ def test_split_head_gradient_isolation():
 
 
 def test_single_variant_networks_are_independent():
-    field = build_field(["t1", "t2"], CFG.replace(variant="single"))
+    field = build_field(["t1", "t2"], CFG.replace(variant="single"), MM)
     x = torch.rand(64, 3) * 2 - 1
     field.forward_own(x, torch.zeros(64, dtype=torch.long)).sum().backward()
     assert all(g is None or g.abs().sum() == 0 for g in grads(field.trunks[1]))
@@ -33,7 +35,7 @@ def test_single_variant_networks_are_independent():
 
 
 def test_vanilla_shares_one_output_layer():
-    field = build_field(["t1", "t2"], CFG.replace(variant="vanilla"))
+    field = build_field(["t1", "t2"], CFG.replace(variant="vanilla"), MM)
     assert field.out.out_features == 2
     assert field(torch.zeros(5, 3)).shape == (5, 2)
 
@@ -42,7 +44,7 @@ def test_forward_own_equals_gather_of_forward():
     x = torch.rand(100, 3) * 2 - 1
     c = torch.randint(0, 2, (100,))
     for variant in ("split", "vanilla", "single"):
-        field = build_field(["a", "b"], CFG.replace(variant=variant))
+        field = build_field(["a", "b"], CFG.replace(variant=variant), MM)
         full = field(x).gather(1, c[:, None])[:, 0]
         torch.testing.assert_close(field.forward_own(x, c), full, rtol=1e-5, atol=1e-6)
 
@@ -53,14 +55,14 @@ def test_fourier_features_and_seeded_init():
     assert y.shape == (3, 16)
     torch.testing.assert_close(y[:, :8], torch.zeros(3, 8))  # sin(0)
     torch.testing.assert_close(y[:, 8:], torch.ones(3, 8))  # cos(0)
-    a, b = build_field(["t1"], CFG), build_field(["t1"], CFG)
+    a, b = build_field(["t1"], CFG, MM), build_field(["t1"], CFG, MM)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb)
 
 
 def test_paper_preset_is_the_reference_architecture():
     cfg = preset("paper")
-    field = build_field(["t1", "t2"], cfg)
+    field = build_field(["t1", "t2"], cfg, MM)
     assert field.encoding.B.shape == (256, 3)
     assert abs(float(field.encoding.B.std()) - 4.0) < 0.4
     linears = [m for m in field.trunk if isinstance(m, torch.nn.Linear)]

@@ -6,13 +6,13 @@ import numpy as np
 import torch
 
 from inrsr.config import preset
-from inrsr.fit import _lr_at, fit_field
+from inrsr.fit import _lr_at, fit_field, profile_forward, smoothness_penalty
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
 from inrsr.samples import build_training_set
 from inrsr.simulate import simulate_stack
 
-CFG = preset("fast", n_frequencies=16, width=32, depth=1, head_width=16, batch_size=512, mi_every=5,
+CFG = preset("fast", encoding="fourier", n_frequencies=16, width=32, depth=1, head_width=16, batch_size=512, mi_every=5,
              mi_points=2000, threads=1)
 
 
@@ -53,3 +53,35 @@ def test_cosine_schedules():
     epoch = cfg.replace(lr_schedule="cosine-epoch")
     assert _lr_at(9, 10, 100, epoch) == 1.0  # constant within the first epoch
     assert abs(_lr_at(50, 10, 100, epoch) - 0.5) < 1e-12
+
+
+def test_time_limit_stops_training():
+    subject, train = tiny_training_set()
+    res = fit_field(train, subject.contrasts, CFG.replace(max_steps=100000, time_limit_s=1.0, early_stopping=False),
+                    progress=False)
+    assert res.stopped_by == "time" and 0 < res.steps < 100000 and res.seconds < 5.0
+
+
+def test_profile_forward_is_the_weighted_mean_along_the_slice():
+    subject, train = tiny_training_set()
+    field = fit_field(train, subject.contrasts, CFG.replace(max_steps=3, early_stopping=False), progress=False).field
+    x = torch.rand(10, 3) * 1.6 - 0.8
+    c = torch.tensor([0, 1] * 5)
+    offsets = torch.tensor([[0.0, 0.0, -0.1], [0.0, 0.0, 0.05], [0.0, 0.0, 0.2]]).expand(10, 3, 3)
+    w = torch.tensor([0.2, 0.5, 0.3]).expand(10, 3)
+    with torch.no_grad():
+        got = profile_forward(field, x, c, offsets, w)
+        want = sum(w[:, k] * field.forward_own(x + offsets[:, k], c) for k in range(3))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_smoothness_penalty_flattens_the_field():
+    subject, train = tiny_training_set()
+    cfg = CFG.replace(encoding="hash", grid_levels=4, grid_coarsest_mm=16.0, grid_finest_mm=2.0, grid_log2_table=14,
+                      max_steps=60, early_stopping=False)
+    rough = fit_field(train, subject.contrasts, cfg, progress=False).field
+    smooth = fit_field(train, subject.contrasts, cfg.replace(reg_weight=30.0), progress=False).field
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        tv = [smoothness_penalty(f, train.coords[:2000], 0.05, 0.02, "l1", g) for f in (rough, smooth)]
+    assert tv[1] < 0.5 * tv[0]

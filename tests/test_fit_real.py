@@ -1,8 +1,9 @@
 """One short real fit through the CLI, on a crop of the shared BraTS case written to a temp dir.
 
-t1c → axial thick stack, t2w → coronal thick stack (factor 4, the paper's point protocol); the fit
-is rendered on the t1c crop's grid. Asserts: exact output geometry, quality between nearest
-neighbour and cubic (within a stated margin), model re-sampling, logs and MI curve.
+t1c → axial thick stack, t2w → coronal thick stack (factor 4, slab protocol: each thick voxel is
+the mean of 4 slices); the ``default`` preset (box slice profile) fits them for a short step budget
+and renders on the t1c crop's grid. Asserts: exact output geometry, quality above nearest neighbour
+and against cubic (stated margin), model re-sampling, logs and MI curve.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from inrsr.cli import main
 from inrsr.geometry import Grid, fov_corners_world, union_box, voxel_sizes_mm
 from inrsr.metrics import evaluate
 
-# The short CPU fit in this test may trail cubic by at most this much (PSNR inside the brain).
-CUBIC_MARGIN_DB = 2.0
+# The short CPU fit in this test must beat cubic's PSNR inside the brain by this much (measured:
+# +0.73 dB t1, +0.70 dB t2 at 400 steps).
+CUBIC_GAIN_DB = 0.3
+STEPS = 400
 HALF = np.array([40, 40, 32])  # crop half-size in voxels (1 mm)
 
 
@@ -43,11 +46,11 @@ def fitted(shared_data, tmp_path_factory):
     runner = CliRunner()
     for name, view in (("t1", "axial"), ("t2", "coronal")):
         r = runner.invoke(main, ["simulate", str(tmp / f"{name}_hr.nii.gz"), "--view", view, "--factor", "4",
-                                 "--profile", "point", "-o", str(tmp / f"{name}_lr.nii.gz")])
+                                 "--profile", "slab", "-o", str(tmp / f"{name}_lr.nii.gz")])
         assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["fit", "--t1", str(tmp / "t1_lr.nii.gz"), "--t2", str(tmp / "t2_lr.nii.gz"),
                              "--ref", str(tmp / "t1_hr.nii.gz"), "-o", str(tmp / "out"), "--quiet",
-                             "--max-epochs", "25", "--no-early-stopping", "--mi-every", "50"])
+                             "--max-steps", str(STEPS), "--no-early-stopping", "--mi-every", "50"])
     assert r.exit_code == 0, r.output
     return tmp
 
@@ -68,13 +71,13 @@ def test_output_is_exactly_on_the_reference_grid(fitted):
 
 
 @pytest.mark.parametrize("name", ["t1", "t2"])
-def test_quality_between_nearest_and_cubic(fitted, name):
+def test_quality_above_nearest_and_cubic(fitted, name):
     truth_img = nib.load(str(fitted / f"{name}_hr.nii.gz"))
     truth = truth_img.get_fdata(dtype=np.float32)
     lr = nib.load(str(fitted / f"{name}_lr.nii.gz"))
     grid = Grid(truth.shape, truth_img.affine)
-    # Score where both stacks sample the truth: the point protocol's slices start up to 3 mm inside
-    # the crop, and beyond a stack's outermost slice the field extrapolates (cubic copies the edge).
+    # Score away from the crop's faces, where the field extrapolates beyond a stack's outermost
+    # slice (cubic copies the edge).
     mask = truth > 0
     for axis in range(3):
         edge = [slice(None)] * 3
@@ -86,22 +89,22 @@ def test_quality_between_nearest_and_cubic(fitted, name):
     cubic = evaluate(interpolate_to_grid(lr.get_fdata(dtype=np.float32), lr.affine, grid, 3), truth, mask)
     print(name, "inrsr", m["psnr"], "nearest", nearest["psnr"], "cubic", cubic["psnr"])
     assert m["psnr"] > nearest["psnr"]
-    assert m["psnr"] > cubic["psnr"] - CUBIC_MARGIN_DB
+    assert m["psnr"] > cubic["psnr"] + CUBIC_GAIN_DB
     # outputs are in the input's intensity units: the brain's median matches the truth's within 10 %
     assert abs(np.median(pred[mask]) / np.median(truth[mask]) - 1) < 0.1
 
 
 def test_logs_and_mi_curve(fitted):
     log = json.loads((fitted / "out" / "log.json").read_text())
-    assert log["epochs_run"] == 25 and not log["stopped_early"]
-    assert len(log["epochs"]) == 25
+    assert log["steps"] == STEPS and log["stopped_by"] == "limit" and not log["stopped_early"]
+    assert len(log["epochs"]) == log["epochs_run"] >= 5
     first, last = log["epochs"][0], log["epochs"][-1]
     assert last["loss_t1"] < first["loss_t1"] and last["loss_t2"] < first["loss_t2"]
     assert len(log["mi_curve"]) >= 3 and all(0 < m["mi"] < np.log(32) for m in log["mi_curve"])
     assert (fitted / "out" / "mi.png").stat().st_size > 1000
     assert (fitted / "out" / "log.csv").read_text().startswith("epoch,steps,loss_t1,loss_t2,lr,mi,seconds")
     cfg = json.loads((fitted / "out" / "config.json").read_text())
-    assert cfg["max_epochs"] == 25 and cfg["early_stopping"] is False
+    assert cfg["max_steps"] == STEPS and cfg["early_stopping"] is False and cfg["slice_profile"] == "box"
 
 
 def test_sample_reproduces_fit_and_resamples(fitted):

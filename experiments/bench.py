@@ -1,0 +1,153 @@
+"""Speed and quality benchmark (``make bench``): cubic vs the ``default``, ``fast`` and ``paper`` presets.
+
+For each shared case and protocol (factor 4), every method runs in its own process (so peak RSS
+is its own) and the script prints one Markdown table: fit and render seconds, training points per
+second (field evaluations), peak RSS, PSNR/SSIM per contrast inside the brain, gain over cubic,
+and the ``paper`` preset's projected 50-epoch time divided by the method's fit time. ``paper``
+runs for a fixed time budget (``--paper-budget``); its 50-epoch time is projected from its
+measured steps per second. Runs on CUDA when one is present (``--device``).
+
+    python experiments/bench.py [--cases brats,msseg] [--protocols slab,point] [--out bench_out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import CASES, data_root, prepare  # noqa: E402
+
+from inrsr.baselines import interpolate_to_grid  # noqa: E402
+from inrsr.config import preset  # noqa: E402
+from inrsr.fit import fit_field, resolve_device, torch_threads  # noqa: E402
+from inrsr.geometry import Grid  # noqa: E402
+from inrsr.metrics import evaluate  # noqa: E402
+from inrsr.pipeline import StackSpec, load_stacks  # noqa: E402
+from inrsr.render import render_grid  # noqa: E402
+from inrsr.samples import build_training_set  # noqa: E402
+
+METHODS = ("cubic", "fast", "default", "paper")
+
+
+def _ref_grid(path: str) -> Grid:
+    img = nib.load(path)
+    return Grid(tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64))
+
+
+def run_method(spec: dict) -> dict:
+    """One method on one prepared case; returns timings and metrics (runs inside a worker)."""
+    paths, method = spec["paths"], spec["method"]
+    grid = _ref_grid(paths["ref"])
+    out: dict = {"fit_s": 0.0, "render_s": 0.0, "points_per_s": float("nan")}
+    if method == "cubic":
+        t0 = time.perf_counter()
+        vols = {c: interpolate_to_grid(*_load(p), grid) for c, p in paths["stacks"].items()}
+        out["render_s"] = time.perf_counter() - t0
+    else:
+        overrides = {"device": spec["device"]}
+        if method == "paper":
+            overrides["time_limit_s"] = spec["paper_budget"]
+        config = preset(method, **overrides)
+        stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
+        subject, train = build_training_set(
+            stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
+        )
+        res = fit_field(train, subject.contrasts, config, progress=False)
+        t0 = time.perf_counter()
+        with torch_threads(config.threads):
+            vols = render_grid(res.field, grid, subject.normaliser, subject.scales, config.render_chunk,
+                               resolve_device(config.device), subject.foregrounds)
+        out.update(render_s=time.perf_counter() - t0, fit_s=res.seconds, points_per_s=res.points_per_second,
+                   steps=res.steps, stopped_by=res.stopped_by,
+                   epoch50_s=res.seconds / max(res.steps, 1) * res.steps_per_epoch * 50)
+    mask = _load(paths["mask"])[0] > 0.5
+    for c, v in vols.items():
+        m = evaluate(v, _load(paths["truths"][c])[0], mask)
+        out[f"psnr_{c}"], out[f"ssim_{c}"] = m["psnr"], m["ssim"]
+    out["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
+
+
+def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| case | protocol | method | fit s | render s | train pts/s | RSS GB | PSNR / SSIM per contrast "
+             "| gain over cubic, dB | paper 50-ep time ÷ fit time |", "|" + "---|" * 10]
+    for r in rows:
+        cs = r["contrasts"]
+        q = ", ".join(f"{c} {r[f'psnr_{c}']:.2f} / {r[f'ssim_{c}']:.3f}" for c in cs)
+        gain = ", ".join(f"{c} {r[f'psnr_{c}'] - r['cubic'][f'psnr_{c}']:+.2f}" for c in cs)
+        ratio = f"{r['paper_epoch50_s'] / r['fit_s']:.0f}×" if r["fit_s"] and r.get("paper_epoch50_s") else "–"
+        pts = f"{r['points_per_s'] / 1e3:.0f} k" if np.isfinite(r["points_per_s"]) else "–"
+        lines.append(f"| {r['case']} | {r['protocol']} | {r['method']} | {r['fit_s']:.1f} | {r['render_s']:.1f} "
+                     f"| {pts} | {r['rss_gb']:.2f} | {q} | {gain} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="brats,msseg")
+    ap.add_argument("--protocols", default="slab,point")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--factor", type=int, default=4)
+    ap.add_argument("--paper-budget", type=float, default=120.0, help="seconds of training for the paper preset")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="bench_out")
+    ap.add_argument("--fresh", action="store_true", help="recompute runs whose results are cached")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(run_method(json.loads(args.worker))))
+        return
+    root, out = data_root(), Path(args.out)
+    device = str(resolve_device(args.device))
+    rows = []
+    for case_name in args.cases.split(","):
+        case = CASES[case_name]
+        for protocol in args.protocols.split(","):
+            paths = prepare(case, protocol, args.factor, root, out / "cache")
+            results: dict[str, dict] = {}
+            for method in args.methods.split(","):
+                cached = out / "runs" / f"{case_name}_{protocol}_{method}_{device}.json"
+                if cached.exists() and not args.fresh:
+                    results[method] = json.loads(cached.read_text())
+                else:
+                    spec = {"paths": paths, "method": method, "device": device, "paper_budget": args.paper_budget}
+                    print(f"… {case_name} {protocol} {method}", file=sys.stderr, flush=True)
+                    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                                          capture_output=True, text=True)
+                    if proc.returncode:
+                        sys.exit(f"error: {case_name} {protocol} {method} failed:\n{proc.stderr[-2000:]}")
+                    results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps(results[method], indent=1))
+            paper50 = results.get("paper", {}).get("epoch50_s")
+            for method, r in results.items():
+                rows.append({**r, "case": case_name, "protocol": protocol, "method": method,
+                             "contrasts": [c for c, _, _ in case.contrasts], "cubic": results.get("cubic", r),
+                             "paper_epoch50_s": paper50})
+    header = (f"inrsr bench — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}, "
+              f"paper budget {args.paper_budget:.0f} s, factor {args.factor}")
+    text = header + "\n\n" + _table(rows) + "\n"
+    print(text)
+    (out / "bench.md").write_text(text)
+    (out / "bench.json").write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

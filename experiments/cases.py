@@ -1,0 +1,80 @@
+"""The shared evaluation cases: where the data is, how thick-slice stacks are simulated from it.
+
+Used by the benchmark (``bench.py``) and the paper experiments. Data are read from
+``$INRSR_DATA`` or ``../shared/data`` beside the repository; a missing folder is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from inrsr.io import HeaderCodes, save_nifti
+from inrsr.simulate import simulate_stack, view_axis
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ENV = "INRSR_DATA"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject: per contrast, the isotropic truth file and the view its thick stack is taken in."""
+
+    name: str
+    folder: str
+    contrasts: tuple[tuple[str, str, str], ...]  # (contrast, truth file, view)
+
+    def truth_path(self, root: Path, contrast: str) -> Path:
+        return root / self.folder / dict((c, f) for c, f, _ in self.contrasts)[contrast]
+
+
+CASES = {
+    # The paper's BraTS experiment: T1 (post-contrast) axial + T2 coronal.
+    "brats": Case("brats", "brats_gli_00001", (("t1", "t1c.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal"))),
+    # MSSEG-like: T1 coronal (its truth is sharp in-plane and along A–P) + FLAIR axial.
+    "msseg": Case("msseg", "open_ms/patient07", (("t1", "t1.nii.gz", "coronal"), ("flair", "flair.nii.gz", "axial"))),
+    # A third pair from the same subject: T2 coronal + FLAIR axial.
+    "msseg_t2": Case("msseg_t2", "open_ms/patient07", (("t2", "t2.nii.gz", "coronal"), ("flair", "flair.nii.gz", "axial"))),
+}
+
+
+def data_root() -> Path:
+    """The shared data folder; exits with one line when it is missing."""
+    root = Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))
+    if not (root / "brats_gli_00001").is_dir():
+        sys.exit(f"error: shared data not found at {root} (set {DATA_ENV})")
+    return root
+
+
+def brain_mask(truth: np.ndarray) -> np.ndarray:
+    """Evaluation mask: voxels above 1 % of the truth's 99.5th percentile (skull-stripped truths)."""
+    return truth > 0.01 * np.percentile(truth[truth > 0], 99.5)
+
+
+def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> dict:
+    """Simulate each contrast's thick stack (cached on disk); return paths of stacks, truths, mask."""
+    folder = cache / f"{case.name}_{protocol}_x{factor}"
+    folder.mkdir(parents=True, exist_ok=True)
+    stacks, truths = {}, {}
+    for contrast, fname, view in case.contrasts:
+        src = root / case.folder / fname
+        truths[contrast] = str(src)
+        out = folder / f"{contrast}_{view}.nii.gz"
+        if not out.exists():
+            img = nib.load(str(src))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            lo, aff = simulate_stack(data, img.affine, view_axis(img.affine, view), factor, protocol)
+            save_nifti(lo, aff, out, HeaderCodes.from_header(img.header))
+        stacks[contrast] = str(out)
+    mask_path = folder / "mask.nii.gz"
+    if not mask_path.exists():
+        first = root / case.folder / case.contrasts[0][1]
+        img = nib.load(str(first))
+        mask = brain_mask(np.asarray(img.dataobj, dtype=np.float32)).astype(np.float32)
+        save_nifti(mask, img.affine, mask_path, HeaderCodes.from_header(img.header))
+    return {"stacks": stacks, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}

@@ -1,0 +1,227 @@
+"""Coordinate encodings: ``(N, 3)`` normalised coordinates → ``(N, out_dim)`` features.
+
+Siblings behind one interface (:class:`Encoding`): Gaussian Fourier features (the paper's) and a
+multiresolution hash grid (Müller et al. 2022) in pure PyTorch, optionally run by tinycudann on
+CUDA. Grid resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's
+scale (world mm per normalised unit), so that a level's cell size means the same thing on every
+subject.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+__all__ = ["Encoding", "FourierFeatures", "HashGrid", "level_cells_mm", "hash_corners", "make_hash_grid"]
+
+# Spatial-hash primes of Teschner et al. (2003), as used by instant-NGP; the first is 1.
+_PRIMES = (1, 2654435761, 805459861)
+
+
+class Encoding(nn.Module):
+    """Base class: maps ``(N, 3)`` coordinates to ``(N, out_dim)`` features."""
+
+    out_dim: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FourierFeatures(Encoding):
+    """Gaussian random Fourier features ``[sin(2π x Bᵀ), cos(2π x Bᵀ)]`` with ``B ~ N(0, scale²)``.
+
+    ``B`` has shape ``(n_frequencies, 3)`` in cycles per normalised unit and is a fixed buffer
+    (saved in checkpoints).
+    """
+
+    def __init__(self, n_frequencies: int, scale: float, generator: torch.Generator | None = None):
+        super().__init__()
+        b = torch.randn(n_frequencies, 3, generator=generator) * scale
+        self.register_buffer("B", b)
+        self.out_dim = 2 * n_frequencies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = (2.0 * math.pi) * (x @ self.B.T)
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+def level_cells_mm(levels: int, coarsest_mm: float, finest_mm: float) -> list[float]:
+    """Cell sizes (mm) of ``levels`` grid levels in geometric progression, coarsest first."""
+    if levels == 1:
+        return [float(finest_mm)]
+    ratio = (finest_mm / coarsest_mm) ** (1.0 / (levels - 1))
+    return [float(coarsest_mm * ratio**lvl) for lvl in range(levels)]
+
+
+def _to_int32(p: int) -> int:
+    """The int32 with the same low 32 bits as ``p`` (two's complement wrap)."""
+    p &= 0xFFFFFFFF
+    return p - (1 << 32) if p >= 1 << 31 else p
+
+
+def hash_corners(corner: torch.Tensor, table_size: int) -> torch.Tensor:
+    """Spatial hash of integer vertex coordinates ``(..., 3)`` int32 into ``[0, table_size)``.
+
+    ``xor_d(c_d · π_d) mod table_size`` with ``table_size`` a power of two. Products wrap in int32,
+    which leaves their low bits, and hence the result, equal to exact integer arithmetic.
+    """
+    h = corner[..., 0] * _to_int32(_PRIMES[0])
+    for d in (1, 2):
+        h = torch.bitwise_xor(h, corner[..., d] * _to_int32(_PRIMES[d]))
+    return torch.bitwise_and(h, table_size - 1)
+
+
+class HashGrid(Encoding):
+    """Multiresolution hash grid in pure PyTorch: trilinear interpolation of learned vertex features.
+
+    Level ``l`` is a lattice with cubic cells of ``cells_mm[l]`` mm (anchored at normalised
+    ``-1``). A level whose vertices over ``[-1, 1]³`` fit in the table is stored densely (one entry
+    per vertex, coordinates clamped to the lattice); finer levels are hashed into ``table_size``
+    entries. Output: ``levels × features`` values, coarsest level first.
+
+    Parameters
+    ----------
+    cells_mm : cell size per level, mm.
+    features : features per level.
+    log2_table_size : entries per level = ``2**log2_table_size``.
+    mm_per_unit : world mm per normalised coordinate unit.
+    init_scale : table entries start uniform in ``±init_scale``.
+    """
+
+    def __init__(
+        self,
+        cells_mm: list[float],
+        features: int,
+        log2_table_size: int,
+        mm_per_unit: float,
+        init_scale: float = 1e-4,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.levels, self.features = len(cells_mm), int(features)
+        self.table_size = 1 << int(log2_table_size)
+        inv_cell = torch.tensor([mm_per_unit / c for c in cells_mm], dtype=torch.float32)  # cells per unit
+        verts = torch.floor(2.0 * inv_cell).to(torch.int64) + 2  # vertices per axis over [-1, 1]
+        dense = verts**3 <= self.table_size
+        self.register_buffer("inv_cell", inv_cell)
+        self.register_buffer("verts", verts.to(torch.int32))
+        self.register_buffer("dense", dense)
+        self.register_buffer("level_offset", (torch.arange(self.levels) * self.table_size).to(torch.int32))
+        self.register_buffer("strides", torch.stack([torch.ones_like(verts), verts, verts * verts], -1).to(torch.int32))
+        self.register_buffer("primes", torch.tensor([_to_int32(p) for p in _PRIMES], dtype=torch.int32))
+        if not bool(dense[: int(dense.sum())].all()):
+            raise ValueError("grid levels must be ordered coarsest first")
+        self.n_dense = int(dense.sum())
+        table = (torch.rand(self.levels * self.table_size, self.features, generator=generator) * 2 - 1) * init_scale
+        self.table = nn.Parameter(table)
+        self.out_dim = self.levels * self.features
+
+    def corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows ``(N, L, 8)`` int64 and trilinear weights ``(N, L, 8)`` of each point's cell corners.
+
+        Works per axis on the two candidate vertex coordinates and combines the axes by
+        broadcasting, so that only the final ``(N, L, 8)`` tensors are ever that large.
+        """
+        pos = (x.float()[:, None, :] + 1.0) * self.inv_cell[None, :, None]  # (N, L, 3) in cells
+        base_f = torch.floor(pos)
+        frac = pos - base_f
+        lo = base_f.to(torch.int32)
+        both = torch.stack([lo, lo + 1], dim=-1)  # (N, L, 3, 2) vertex coordinate per axis
+        nd = self.n_dense
+        idx = torch.empty(*lo.shape[:2], 8, dtype=torch.int64, device=x.device)
+        if nd:  # dense levels: row = i + j·V + k·V², coordinates clamped to the lattice
+            last = (self.verts[:nd] - 1)[None, :, None, None]
+            term = torch.minimum(torch.clamp(both[:, :nd], min=0), last) * self.strides[None, :nd, :, None]
+            idx[:, :nd] = _combine_axes(term, torch.add) + self.level_offset[None, :nd, None]
+        if nd < self.levels:  # hashed levels: xor of coordinate × prime per axis
+            term = both[:, nd:] * self.primes[None, None, :, None]
+            rows = torch.bitwise_and(_combine_axes(term, torch.bitwise_xor), self.table_size - 1)
+            idx[:, nd:] = rows + self.level_offset[None, nd:, None]
+        wts = torch.stack([1.0 - frac, frac], dim=-1)  # (N, L, 3, 2)
+        w = _combine_axes(wts, torch.mul)
+        return idx, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx, w = self.corners(x)
+        return _GridGather.apply(self.table, idx, w).reshape(x.shape[0], self.out_dim)
+
+
+def _combine_axes(t: torch.Tensor, op) -> torch.Tensor:
+    """``(N, L, 3, 2)`` per-axis terms → ``(N, L, 8)`` with ``op`` over axes; corner ``k`` takes
+    the ``(k >> d) & 1``-th term along axis ``d``."""
+    xy = op(t[..., 0, None, :], t[..., 1, :, None])  # (N, L, 2[y], 2[x])
+    return op(xy[..., None, :, :], t[..., 2, :, None, None]).flatten(-3)  # (N, L, 2[z], 2[y], 2[x])
+
+
+class _GridGather(torch.autograd.Function):
+    """``out[n, l] = Σ_k w[n, l, k] · table[idx[n, l, k]]`` with a scatter-add backward.
+
+    Much faster on CPU than autograd through ``embedding`` (whose backward sorts the indices).
+    """
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        rows = table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])
+        ctx.save_for_backward(idx, w, rows if w.requires_grad else None)
+        ctx.n_rows = table.shape[0]
+        return torch.matmul(w[..., None, :], rows)[..., 0, :]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        idx, w, rows = ctx.saved_tensors
+        grad_table = grad_w = None
+        if ctx.needs_input_grad[0]:
+            contrib = (w[..., :, None] * grad_out[..., None, :]).reshape(-1, grad_out.shape[-1])
+            grad_table = grad_out.new_zeros(ctx.n_rows, grad_out.shape[-1])
+            grad_table.index_add_(0, idx.reshape(-1), contrib)
+        if ctx.needs_input_grad[2]:
+            grad_w = (rows * grad_out[..., None, :]).sum(-1)
+        return grad_table, None, grad_w
+
+
+class _TcnnHashGrid(Encoding):
+    """The same hash grid run by tinycudann (CUDA only). Cells follow instant-NGP's geometric
+    progression, so its levels match :func:`level_cells_mm` up to tcnn's rounding."""
+
+    def __init__(self, cells_mm: list[float], features: int, log2_table_size: int, mm_per_unit: float):
+        super().__init__()
+        import tinycudann as tcnn  # noqa: F401 - optional dependency
+
+        levels = len(cells_mm)
+        # tcnn takes inputs in [0, 1]: one unit there is 2 normalised units, 2·mm_per_unit mm.
+        base_res = 2.0 * mm_per_unit / cells_mm[0]
+        scale = (cells_mm[0] / cells_mm[-1]) ** (1.0 / max(levels - 1, 1))
+        self.enc = tcnn.Encoding(3, {
+            "otype": "HashGrid", "n_levels": levels, "n_features_per_level": features,
+            "log2_hashmap_size": log2_table_size, "base_resolution": max(1, int(round(base_res))),
+            "per_level_scale": scale,
+        })
+        self.out_dim = levels * features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(((x + 1.0) / 2.0).clamp(0.0, 1.0)).float()
+
+
+def make_hash_grid(
+    cells_mm: list[float],
+    features: int,
+    log2_table_size: int,
+    mm_per_unit: float,
+    backend: str,
+    generator: torch.Generator | None = None,
+) -> Encoding:
+    """A hash grid from ``backend``: ``torch``; ``tcnn`` (error if unavailable); ``auto`` (tcnn
+    when it imports and CUDA is present, else torch with a warning if tcnn failed to import)."""
+    if backend in ("auto", "tcnn") and torch.cuda.is_available():
+        try:
+            return _TcnnHashGrid(cells_mm, features, log2_table_size, mm_per_unit)
+        except ImportError as exc:
+            if backend == "tcnn":
+                raise
+            warnings.warn(f"tinycudann unavailable ({exc}); using the pure-PyTorch hash grid", stacklevel=2)
+    elif backend == "tcnn":
+        raise RuntimeError("the tcnn hash-grid backend needs CUDA")
+    return HashGrid(cells_mm, features, log2_table_size, mm_per_unit, generator=generator)
