@@ -115,9 +115,9 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
                           progress=not quiet)
     if not quiet:
         s = summary["seconds"]
-        stop = "early stop" if summary["stopped_early"] else "step/epoch limit"
+        stop = {"mi": "MI early stop", "time": "time limit"}.get(summary["stopped_by"], "step/epoch limit")
         click.echo(
-            f"fitted {summary['n_train_points']} points in {s['fit']:.1f} s ({summary['steps']} steps, {stop}); "
+            f"fitted {summary['n_train_points']} voxels in {s['fit']:.1f} s ({summary['steps']} steps, {stop}); "
             f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {s['render']:.1f} s → {output}",
             err=True,
         )
