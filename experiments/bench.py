@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -30,25 +29,18 @@ from cases import CASES, data_root, prepare  # noqa: E402
 
 from inrsr.baselines import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
-from inrsr.fit import fit_field, resolve_device, torch_threads  # noqa: E402
-from inrsr.geometry import Grid  # noqa: E402
+from inrsr.fit import fit_field, resolve_device  # noqa: E402
+from inrsr.io import load_image  # noqa: E402
 from inrsr.metrics import evaluate  # noqa: E402
-from inrsr.pipeline import StackSpec, load_stacks  # noqa: E402
-from inrsr.render import render_grid  # noqa: E402
-from inrsr.samples import build_training_set  # noqa: E402
+from inrsr.pipeline import StackSpec, load_stacks, reference_grid, render_subject, training_set  # noqa: E402
 
 METHODS = ("cubic", "fast", "default", "paper")
-
-
-def _ref_grid(path: str) -> Grid:
-    img = nib.load(path)
-    return Grid(tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64))
 
 
 def run_method(spec: dict) -> dict:
     """One method on one prepared case; returns timings and metrics (runs inside a worker)."""
     paths, method = spec["paths"], spec["method"]
-    grid = _ref_grid(paths["ref"])
+    grid, _ = reference_grid(paths["ref"])
     out: dict = {"fit_s": 0.0, "render_s": 0.0, "points_per_s": float("nan")}
     if method == "cubic":
         t0 = time.perf_counter()
@@ -60,14 +52,10 @@ def run_method(spec: dict) -> dict:
             overrides["time_limit_s"] = spec["paper_budget"]
         config = preset(method, **overrides)
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
-        subject, train = build_training_set(
-            stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
-        )
+        subject, train = training_set(stacks, config)
         res = fit_field(train, subject.contrasts, config, progress=False)
         t0 = time.perf_counter()
-        with torch_threads(config.threads):
-            vols = render_grid(res.field, grid, subject.normaliser, subject.scales, config.render_chunk,
-                               resolve_device(config.device), subject.foregrounds)
+        vols = render_subject(res.field, grid, subject, config)
         out.update(render_s=time.perf_counter() - t0, fit_s=res.seconds, points_per_s=res.points_per_second,
                    steps=res.steps, stopped_by=res.stopped_by,
                    epoch50_s=res.seconds / max(res.steps, 1) * res.steps_per_epoch * 50)
@@ -80,8 +68,9 @@ def run_method(spec: dict) -> dict:
 
 
 def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(path)
-    return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
+    """Data (float32) and affine of a NIfTI file, validated by :func:`inrsr.io.load_image`."""
+    data, img = load_image(path)
+    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 def _table(rows: list[dict]) -> str:

@@ -17,12 +17,16 @@ from .config import FitConfig
 from .errors import InputError
 from .fit import fit_field, resolve_device, torch_threads
 from .geometry import Box, Grid, isotropic_grid, overlap_fraction, voxel_sizes_mm
+from .field import Field
 from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti, write_text
 from .plots import plot_mi_curve
 from .render import render_grid
-from .samples import build_training_set
+from .samples import Subject, TrainingSet, build_training_set
 
-__all__ = ["StackSpec", "load_stacks", "output_grid", "fit_subject", "sample_model"]
+__all__ = [
+    "StackSpec", "load_stacks", "reference_grid", "training_set", "render_subject", "output_grid", "fit_subject",
+    "sample_model",
+]
 
 CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -60,6 +64,32 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
     return stacks
 
 
+def reference_grid(path: str | os.PathLike) -> tuple[Grid, HeaderCodes]:
+    """Exactly the voxel grid of the image at ``path``, and its header codes."""
+    data, img = load_image(path, "reference image")
+    return Grid(tuple(int(n) for n in data.shape), np.asarray(img.affine, dtype=np.float64)), HeaderCodes.from_header(img.header)
+
+
+def training_set(stacks: list[Stack], config: FitConfig) -> tuple[Subject, TrainingSet]:
+    """The subject description and training tensors that ``config`` asks for."""
+    return build_training_set(
+        stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
+    )
+
+
+def render_subject(
+    model: Field, grid: Grid, subject: Subject, config: FitConfig, device: str | None = None, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Every contrast on ``grid`` in input units, with the config's chunking and foreground rule;
+    ``device`` and ``threads`` default to the config's."""
+    with torch_threads(config.threads if threads is None else threads):
+        return render_grid(
+            model, grid, subject.normaliser, subject.scales, config.render_chunk,
+            resolve_device(config.device if device is None else device),
+            subject.foregrounds if config.render_foreground else None,
+        )
+
+
 def output_grid(
     box: Box, ref: str | None, resolution_mm: float | None, default_spacing_mm: float
 ) -> tuple[Grid, HeaderCodes | None]:
@@ -70,8 +100,7 @@ def output_grid(
     if ref is not None:
         if resolution_mm is not None:
             raise InputError("--ref and --resolution are exclusive: the reference fixes the grid")
-        data, img = load_image(ref, "reference image")
-        return Grid(tuple(int(n) for n in data.shape), np.asarray(img.affine, dtype=np.float64)), HeaderCodes.from_header(img.header)
+        return reference_grid(ref)
     spacing = default_spacing_mm if resolution_mm is None else resolution_mm
     if not spacing > 0:
         raise InputError(f"--resolution must be positive, got {resolution_mm}")
@@ -134,9 +163,7 @@ def fit_subject(
     paths = _output_paths(out, contrasts, with_model=True)
     _refuse_existing(paths, overwrite)
     t0 = time.perf_counter()
-    subject, train = build_training_set(
-        stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
-    )
+    subject, train = training_set(stacks, config)
     finest = float(min(s.spacing_mm.min() for s in stacks))
     grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
     check_writable(out)
@@ -144,11 +171,7 @@ def fit_subject(
 
     result = fit_field(train, subject.contrasts, config, progress=progress)
     t1 = time.perf_counter()
-    with torch_threads(config.threads):
-        volumes = render_grid(
-            result.field, grid, subject.normaliser, subject.scales, config.render_chunk,
-            resolve_device(config.device), subject.foregrounds if config.render_foreground else None,
-        )
+    volumes = render_subject(result.field, grid, subject, config)
     t_render = time.perf_counter() - t1
 
     codes = ref_codes or stacks[0].codes
@@ -203,13 +226,9 @@ def sample_model(
     paths = _output_paths(out, subject.contrasts, with_model=False)
     _refuse_existing(paths, overwrite)
     check_writable(out)
-    dev = resolve_device(device)
+    resolve_device(device)
     t0 = time.perf_counter()
-    with torch_threads(threads):
-        volumes = render_grid(
-            model, grid, subject.normaliser, subject.scales, config.render_chunk, dev,
-            subject.foregrounds if config.render_foreground else None,
-        )
+    volumes = render_subject(model, grid, subject, config, device, threads)
     seconds = time.perf_counter() - t0
     for c in subject.contrasts:
         save_nifti(volumes[c], grid.affine, paths[c], ref_codes or codes)
