@@ -98,7 +98,7 @@ class FitConfig:
     es_tol: float = _opt(1e-4, "stop when the mean absolute MI change moves by less than this")
     es_min_evals: int = _opt(4, "MI evaluations before early stopping may trigger")
     # execution
-    precision: str = _opt("fp32", "fp32, or bf16 autocast for the network during training", PRECISIONS)
+    precision: str = _opt("fp32", "fp32, or bf16 autocast for the network in training and rendering", PRECISIONS)
     seed: int = _opt(0, "random seed (weights, frequencies, batches)")
     device: str = _opt("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     threads: int = _opt(0, "CPU threads for torch (0: all cores)")

@@ -44,8 +44,11 @@ class FourierFeatures(Encoding):
         self.out_dim = 2 * n_frequencies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        proj = (2.0 * math.pi) * (x @ self.B.T)
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        # Phases reach hundreds of radians: computed in fp32 even under bf16 autocast, whose
+        # 8-bit mantissa would scramble them.
+        with torch.autocast(x.device.type, enabled=False):
+            proj = (2.0 * math.pi) * (x.float() @ self.B.T)
+            return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
 def level_cells_mm(levels: int, coarsest_mm: float, finest_mm: float) -> list[float]:

@@ -99,9 +99,9 @@ class Field(nn.Module):
             if sel.numel() == 0:
                 continue
             if h is not None:
-                out[sel] = self.heads[c](h[sel])[:, 0]
+                out[sel] = self.heads[c](h[sel])[:, 0].to(out.dtype)
             else:
-                out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0]
+                out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0].to(out.dtype)
         return out
 
 

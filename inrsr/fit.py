@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -141,7 +141,11 @@ def predict_mi(model: Field, coords: torch.Tensor, bins: int, chunk: int = 65536
 
 
 def fit_field(
-    train: TrainingSet, contrasts: list[str], config: FitConfig, progress: bool = True
+    train: TrainingSet,
+    contrasts: list[str],
+    config: FitConfig,
+    progress: bool = True,
+    callback: Callable[[int, float, Field], None] | None = None,
 ) -> FitResult:
     """Fit a new field to ``train``: Adam on the sum over contrasts of each contrast's MSE.
 
@@ -150,6 +154,10 @@ def fit_field(
     (:func:`profile_forward`) of its stack. MI between the predicted contrasts on ``train.mi_coords`` is evaluated every
     ``mi_every`` steps (or once per epoch) and drives early stopping when it is enabled and there
     are at least two contrasts. Deterministic for a given seed on CPU.
+
+    ``callback(step, seconds, field)``, when given, is called after every step with the training
+    seconds so far; the time it spends is not counted (neither in ``seconds`` nor against
+    ``time_limit_s``), so it can evaluate the field without distorting timings.
     """
     device = resolve_device(config.device)
     n_c = len(contrasts)
@@ -208,6 +216,10 @@ def fit_field(
                 counts += per_n.double()
                 step += 1
                 bar.update(1)
+                if callback is not None:
+                    t_cb = time.perf_counter()
+                    callback(step, t_cb - start, model)
+                    start += time.perf_counter() - t_cb
                 if config.time_limit_s and time.perf_counter() - start >= config.time_limit_s:
                     result.stopped_by = "time"
                     stop = True

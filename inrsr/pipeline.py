@@ -80,13 +80,13 @@ def training_set(stacks: list[Stack], config: FitConfig) -> tuple[Subject, Train
 def render_subject(
     model: Field, grid: Grid, subject: Subject, config: FitConfig, device: str | None = None, threads: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Every contrast on ``grid`` in input units, with the config's chunking and foreground rule;
-    ``device`` and ``threads`` default to the config's."""
+    """Every contrast on ``grid`` in input units, with the config's chunking, foreground rule and
+    precision; ``device`` and ``threads`` default to the config's."""
     with torch_threads(config.threads if threads is None else threads):
         return render_grid(
             model, grid, subject.normaliser, subject.scales, config.render_chunk,
             resolve_device(config.device if device is None else device),
-            subject.foregrounds if config.render_foreground else None,
+            subject.foregrounds if config.render_foreground else None, config.precision,
         )
 
 

@@ -37,15 +37,19 @@ def render_grid(
     chunk: int = 65536,
     device: torch.device | str = "cpu",
     foreground: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Every contrast of ``model`` at every voxel centre of ``grid``, in input intensity units.
 
     With ``foreground`` (a list of ``(mask, affine)`` of the input stacks), the field is only
     evaluated at voxels inside some stack's foreground; the others get the background level
     (network value 0, i.e. each contrast's ``lo``). Memory beyond the outputs (``C × n_vox``
-    float32) is ``O(chunk)``. Returns float32 arrays of shape ``grid.shape`` keyed by contrast.
+    float32) is ``O(chunk)``. ``precision="bf16"`` runs the network under bfloat16 autocast (about
+    3× faster for wide MLPs on CPUs with AMX/AVX-512 bf16; outputs keep ≈ 3 significant digits). Returns float32 arrays of shape ``grid.shape`` keyed by contrast.
     """
     model = model.to(device).eval()
+    device = torch.device(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     out = np.zeros((model.n_contrasts, grid.n_vox), dtype=np.float32)
     for start in range(0, grid.n_vox, chunk):
         stop = min(start + chunk, grid.n_vox)
@@ -53,7 +57,8 @@ def render_grid(
         keep = inside_foreground(world, foreground) if foreground is not None else slice(None)
         x = torch.from_numpy(normaliser(world[keep]).astype(np.float32)).to(device)
         if x.shape[0]:
-            out[:, start:stop][:, keep] = model(x).float().cpu().numpy().T
+            with autocast:
+                out[:, start:stop][:, keep] = model(x).float().cpu().numpy().T
     return {
         name: scales[name].inverse(out[c]).reshape(grid.shape) for c, name in enumerate(model.contrasts)
     }

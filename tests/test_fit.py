@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from inrsr.config import preset
 from inrsr.fit import _lr_at, fit_field, profile_forward, smoothness_penalty
+from inrsr.geometry import Grid
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
+from inrsr.render import render_grid
 from inrsr.samples import build_training_set
 from inrsr.simulate import simulate_stack
 
@@ -85,3 +89,32 @@ def test_smoothness_penalty_flattens_the_field():
     with torch.no_grad():
         tv = [smoothness_penalty(f, train.coords[:2000], 0.05, 0.02, "l1", g) for f in (rough, smooth)]
     assert tv[1] < 0.5 * tv[0]
+
+
+def test_bf16_trains_every_variant_and_renders_close_to_fp32():
+    subject, train = tiny_training_set()
+    grid = Grid((6, 7, 5), np.diag([4.0, 4.0, 4.0, 1.0]))
+    for variant in ("split", "vanilla", "single"):
+        cfg = CFG.replace(variant=variant, precision="bf16", max_steps=5, early_stopping=False)
+        res = fit_field(train, subject.contrasts, cfg, progress=False)
+        assert res.steps == 5 and np.isfinite(res.epochs[-1]["loss_t1"])
+        kw = dict(normaliser=subject.normaliser, scales=subject.scales)
+        full = render_grid(res.field, grid, **kw)["t1"]
+        half = render_grid(res.field, grid, **kw, precision="bf16")["t1"]
+        # bf16 keeps about 3 significant digits of the network output
+        assert np.abs(half - full).max() <= 0.02 * np.abs(full).max() and not np.array_equal(half, full)
+
+
+def test_callback_time_is_not_counted():
+    subject, train = tiny_training_set()
+    calls: list[tuple[int, float]] = []
+
+    def slow(step: int, seconds: float, field) -> None:
+        calls.append((step, seconds))
+        time.sleep(0.05)
+
+    res = fit_field(train, subject.contrasts, CFG.replace(max_steps=20, early_stopping=False), progress=False,
+                    callback=slow)
+    assert [s for s, _ in calls] == list(range(1, 21))
+    assert res.seconds < 20 * 0.05  # one second of sleeping is excluded
+    assert all(b >= a for (_, a), (_, b) in zip(calls, calls[1:]))
