@@ -30,3 +30,20 @@ def test_evaluate_orders_noise_levels_and_ignores_outside_mask():
     m_out = evaluate(outside, truth, mask)
     assert m_out["psnr"] == pytest.approx(m_small["psnr"])
     assert evaluate(truth, truth, mask)["ssim"] == pytest.approx(1.0)
+
+
+def test_cropped_ssim_equals_the_whole_volume_computation():
+    from inrsr.metrics import _minmax, _ssim_map
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(1.0, 0.3, (40, 44, 36)).astype(np.float32)
+    pred = truth + rng.normal(0, 0.1, truth.shape).astype(np.float32)
+    mask = np.zeros(truth.shape, bool)
+    mask[12:25, 15:30, 10:22] = True
+    got = evaluate(pred, truth, mask)
+    lo, hi = np.percentile(truth[mask], [0.5, 99.5])
+    p, t = (pred - lo) / (hi - lo), (truth - lo) / (hi - lo)
+    pp, tp = _minmax(pred) * mask, _minmax(truth) * mask
+    assert got["ssim"] == pytest.approx(float(_ssim_map(t, p)[mask].mean()), abs=1e-9)
+    assert got["ssim_paper"] == pytest.approx(float(_ssim_map(tp, pp).mean()), abs=1e-9)
+    assert got["psnr_paper"] == pytest.approx(psnr(pp, tp), abs=1e-6)
