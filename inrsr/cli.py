@@ -244,6 +244,71 @@ def cubic(input_path, ref, resolution, output, overwrite):
     click.echo(f"{output}: {'×'.join(map(str, grid.shape))} voxels", err=True)
 
 
+# Defaults of `baseline smore` are those of inrsr.smore.SmoreConfig (kept here so that `inrsr --help`
+# does not import torch; tests/test_smore.py checks that the two agree).
+@baseline.command(context_settings=CONTEXT)
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")
+@click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")
+@click.option("--resolution", type=float, metavar="MM",
+              help="Isotropic spacing over the stack's field of view (default: its finest spacing).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
+@click.option("--profile", type=click.Choice(["gaussian", "box"]), default="gaussian", show_default=True,
+              help="Slice profile: Gaussian with FWHM = thickness (the paper), or box of width = thickness "
+                   "(slices averaged over their thickness, e.g. `simulate --profile slab`).")
+@click.option("--thickness", type=float, metavar="MM",
+              help="Slice thickness (default: a BIDS sidecar's SliceThickness, else the slice spacing).")
+@click.option("--iterations", type=int, default=1200, show_default=True,
+              help="Training steps (the published budget is far larger).")
+@click.option("--time-limit-s", type=float, default=0.0, show_default=True,
+              help="Stop training after this many seconds, whichever limit comes first (0: none).")
+@click.option("--patch", type=int, default=32, show_default=True, help="Side of the square training patches, voxels.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Patches per training step.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed on CPU: same output).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads for torch (0: torch's default).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+@_fail_cleanly
+def smore(input_path, ref, resolution, output, profile, thickness, iterations, time_limit_s, patch, batch_size, seed,
+          device, threads, overwrite, quiet):
+    """SMORE (Zhao et al. 2021): a network trained on the stack's own in-plane slices sharpens its
+    thick axis.
+
+    In-plane slices degraded along one axis by the slice profile teach a 2D residual network to undo
+    that degradation; it is applied to the through-plane slices of both orientations, averaged, and
+    the result is resampled (cubic) to the output grid. Everything is checked before training.
+    """
+    from .fit import resolve_device
+    from .geometry import union_box
+    from .io import check_writable, load_stack, save_nifti
+    from .pipeline import output_grid
+    from .smore import SmoreConfig, check_volume, smore_volume
+
+    _refuse_existing_file(output, overwrite)
+    check_writable(Path(output).parent)
+    stack = load_stack(input_path, "stack", thickness_mm=thickness)
+    config = SmoreConfig(
+        profile=profile, thickness_mm=stack.thickness_mm or 0.0, patch_size=patch, batch_size=batch_size,
+        iterations=iterations, time_limit_s=time_limit_s, seed=seed, device=device, threads=threads,
+    ).validate()
+    try:
+        check_volume(stack.shape, stack.affine, config)
+    except InputError as exc:
+        raise InputError(f"{input_path}: {exc}") from None
+    resolve_device(device)
+    box = union_box([(stack.shape, stack.affine)])
+    grid, ref_codes = output_grid(box, ref, resolution, float(stack.spacing_mm.min()))
+    volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=not quiet)
+    save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
+    if not quiet:
+        click.echo(
+            f"{output}: {'×'.join(map(str, grid.shape))} voxels; thick axis {info['thick_axis']}, ratio "
+            f"{info['ratio']:.3g}; trained {info['iterations']} steps in {info['train_seconds']:.1f} s "
+            f"(final L1 {info['final_loss']:.4f}), inference {info['infer_seconds']:.1f} s",
+            err=True,
+        )
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("-o", "--output", default="demo_out", show_default=True, type=click.Path(), help="Output folder.")
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True)
