@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench exp clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: install
 # Speed/quality benchmark on the shared cases (about 25 min on 2 CPU cores); table in bench_out/bench.md
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out
+
+# The paper's experiments: every method, case and protocol (about an hour on 2 CPU cores, resumable);
+# tables and figures in experiments/results. EXP_FULL=1 gives the paper-network methods their full budget.
+exp: install
+	$(BIN)/python experiments/exp.py
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache
