@@ -215,17 +215,22 @@ def evaluate(pred, truth, mask, as_json):
         click.echo(f"{k:<12} {v:>9.4f}  {notes[k]}")
 
 
+def _baseline_io_options(func: Callable) -> Callable:
+    """The input stack and output grid options shared by every baseline."""
+    func = click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")(func)
+    func = click.option("--resolution", type=float, metavar="MM",
+                        help="Isotropic spacing over the stack's field of view (default: its finest spacing).")(func)
+    func = click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")(func)
+    return click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")(func)
+
+
 @main.group(context_settings=CONTEXT)
 def baseline() -> None:
     """Classical baselines on the same grids as `inrsr fit`."""
 
 
 @baseline.command(context_settings=CONTEXT)
-@click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")
-@click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")
-@click.option("--resolution", type=float, metavar="MM",
-              help="Isotropic spacing over the stack's field of view (default: its finest spacing).")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
+@_baseline_io_options
 @click.option("--overwrite", is_flag=True)
 @_fail_cleanly
 def cubic(input_path, ref, resolution, output, overwrite):
@@ -247,11 +252,7 @@ def cubic(input_path, ref, resolution, output, overwrite):
 # Defaults of `baseline smore` are those of inrsr.smore.SmoreConfig (kept here so that `inrsr --help`
 # does not import torch; tests/test_smore.py checks that the two agree).
 @baseline.command(context_settings=CONTEXT)
-@click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")
-@click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")
-@click.option("--resolution", type=float, metavar="MM",
-              help="Isotropic spacing over the stack's field of view (default: its finest spacing).")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
+@_baseline_io_options
 @click.option("--profile", type=click.Choice(["gaussian", "box"]), default="gaussian", show_default=True,
               help="Slice profile: Gaussian with FWHM = thickness (the paper), or box of width = thickness "
                    "(slices averaged over their thickness, e.g. `simulate --profile slab`).")

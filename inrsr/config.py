@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES"]
+__all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "option_field", "check_choices"]
 
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
@@ -23,11 +23,20 @@ SLICE_PROFILES = ("point", "box", "gaussian")
 PRECISIONS = ("fp32", "bf16")
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+def option_field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field whose ``help`` (and ``choices``) metadata become a CLI option's help text."""
     meta = {"help": help}
     if choices:
         meta["choices"] = choices
     return field(default=default, metadata=meta)
+
+
+def check_choices(config: Any) -> None:
+    """Raise :class:`InputError` for the first field of a config dataclass outside its ``choices``."""
+    for f in fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -35,75 +44,75 @@ class FitConfig:
     """Hyper-parameters of one fit. Units: coordinates are normalised so the union box of all
     stacks spans [-1, 1] along its largest world extent; frequencies are in cycles per unit."""
 
-    encoding: str = _opt(
+    encoding: str = option_field(
         "fourier", "fourier: Gaussian Fourier features (the paper); hash: multiresolution hash grid", ENCODINGS
     )
     # Gaussian Fourier features [sin(2πBx), cos(2πBx)], B ~ N(0, ff_scale²)
-    n_frequencies: int = _opt(256, "number of Gaussian Fourier frequencies (features = 2×this)")
-    ff_scale: float = _opt(4.0, "standard deviation of the Fourier frequencies, cycles per normalised unit")
+    n_frequencies: int = option_field(256, "number of Gaussian Fourier frequencies (features = 2×this)")
+    ff_scale: float = option_field(4.0, "standard deviation of the Fourier frequencies, cycles per normalised unit")
     # multiresolution hash grid (cell sizes in mm, geometric progression from coarsest to finest)
-    grid_levels: int = _opt(16, "hash grid levels")
-    grid_features: int = _opt(2, "features per hash grid level")
-    grid_log2_table: int = _opt(19, "log2 of the table entries per hash grid level")
-    grid_coarsest_mm: float = _opt(32.0, "cell size of the coarsest hash grid level, mm")
-    grid_finest_mm: float = _opt(1.0, "cell size of the finest hash grid level, mm")
-    grid_backend: str = _opt(
+    grid_levels: int = option_field(16, "hash grid levels")
+    grid_features: int = option_field(2, "features per hash grid level")
+    grid_log2_table: int = option_field(19, "log2 of the table entries per hash grid level")
+    grid_coarsest_mm: float = option_field(32.0, "cell size of the coarsest hash grid level, mm")
+    grid_finest_mm: float = option_field(1.0, "cell size of the finest hash grid level, mm")
+    grid_backend: str = option_field(
         "auto", "hash grid implementation: tcnn on CUDA when importable (auto), pure torch, or tcnn", BACKENDS
     )
-    grid_lr: float = _opt(0.0, "Adam learning rate of the grid tables (0: same as --lr)")
+    grid_lr: float = option_field(0.0, "Adam learning rate of the grid tables (0: same as --lr)")
     # forward model: how the field makes a thick-slice voxel
-    slice_profile: str = _opt(
+    slice_profile: str = option_field(
         "point",
         "point: the field at the voxel centre (the paper); box: mean over the slice thickness along the "
         "slice normal; gaussian: Gaussian-weighted mean, FWHM = slice thickness",
         SLICE_PROFILES,
     )
-    profile_points: int = _opt(4, "points per voxel across the slice for the box and gaussian profiles")
+    profile_points: int = option_field(4, "points per voxel across the slice for the box and gaussian profiles")
     # regulariser: finite differences of the field at random points (fills the space between slices)
-    reg_weight: float = _opt(0.0, "weight of the smoothness penalty (0: off)")
-    reg_norm: str = _opt("l1", "l1: total-variation-like (keeps edges); l2: Tikhonov (smoother)", ("l1", "l2"))
-    reg_step_mm: float = _opt(1.0, "finite-difference step of the smoothness penalty, mm")
-    reg_points: int = _opt(4096, "random points per step for the smoothness penalty")
+    reg_weight: float = option_field(0.0, "weight of the smoothness penalty (0: off)")
+    reg_norm: str = option_field("l1", "l1: total-variation-like (keeps edges); l2: Tikhonov (smoother)", ("l1", "l2"))
+    reg_step_mm: float = option_field(1.0, "finite-difference step of the smoothness penalty, mm")
+    reg_points: int = option_field(4096, "random points per step for the smoothness penalty")
     # network
-    variant: str = _opt(
+    variant: str = option_field(
         "split",
         "split: shared trunk + one head per contrast; vanilla: shared trunk + one shared output layer; "
         "single: an independent network per contrast",
         VARIANTS,
     )
-    width: int = _opt(1024, "width of the shared ReLU trunk")
-    depth: int = _opt(4, "hidden layers of the trunk after its input layer")
-    head_width: int = _opt(512, "hidden width of each contrast head (split variant)")
+    width: int = option_field(1024, "width of the shared ReLU trunk")
+    depth: int = option_field(4, "hidden layers of the trunk after its input layer")
+    head_width: int = option_field(512, "hidden width of each contrast head (split variant)")
     # optimisation
-    lr: float = _opt(4e-4, "Adam learning rate")
-    batch_size: int = _opt(1000, "training points per step")
-    max_epochs: int = _opt(50, "maximum number of passes over the training points")
-    max_steps: int = _opt(0, "maximum number of steps, whichever limit comes first (0: no step limit)")
-    time_limit_s: float = _opt(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
-    lr_schedule: str = _opt(
+    lr: float = option_field(4e-4, "Adam learning rate")
+    batch_size: int = option_field(1000, "training points per step")
+    max_epochs: int = option_field(50, "maximum number of passes over the training points")
+    max_steps: int = option_field(0, "maximum number of steps, whichever limit comes first (0: no step limit)")
+    time_limit_s: float = option_field(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
+    lr_schedule: str = option_field(
         "cosine-epoch",
         "cosine: annealed to 0 every step; cosine-epoch: annealed once per epoch (as the paper); constant",
         SCHEDULES,
     )
-    background_ratio: float = _opt(
+    background_ratio: float = option_field(
         -1.0,
         "background training points per foreground point (sampled once); negative: train on every voxel",
     )
     # mutual information monitor and early stopping (the paper's buffer rule)
-    mi_bins: int = _opt(32, "histogram bins per contrast for MI")
-    mi_every: int = _opt(0, "evaluate MI every N steps (0: once per epoch)")
-    mi_points: int = _opt(50000, "fixed foreground points on which MI is evaluated")
-    early_stopping: bool = _opt(True, "stop when the MI change plateaus (needs ≥ 2 contrasts)")
-    es_buffer: int = _opt(4, "MI values in the early-stopping buffer")
-    es_tol: float = _opt(1e-4, "stop when the mean absolute MI change moves by less than this")
-    es_min_evals: int = _opt(4, "MI evaluations before early stopping may trigger")
+    mi_bins: int = option_field(32, "histogram bins per contrast for MI")
+    mi_every: int = option_field(0, "evaluate MI every N steps (0: once per epoch)")
+    mi_points: int = option_field(50000, "fixed foreground points on which MI is evaluated")
+    early_stopping: bool = option_field(True, "stop when the MI change plateaus (needs ≥ 2 contrasts)")
+    es_buffer: int = option_field(4, "MI values in the early-stopping buffer")
+    es_tol: float = option_field(1e-4, "stop when the mean absolute MI change moves by less than this")
+    es_min_evals: int = option_field(4, "MI evaluations before early stopping may trigger")
     # execution
-    precision: str = _opt("fp32", "fp32, or bf16 autocast for the network in training and rendering", PRECISIONS)
-    seed: int = _opt(0, "random seed (weights, frequencies, batches)")
-    device: str = _opt("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
-    threads: int = _opt(0, "CPU threads for torch (0: all cores)")
-    render_chunk: int = _opt(65536, "points per chunk when sampling the field on a grid")
-    render_foreground: bool = _opt(
+    precision: str = option_field("fp32", "fp32, or bf16 autocast for the network in training and rendering", PRECISIONS)
+    seed: int = option_field(0, "random seed (weights, frequencies, batches)")
+    device: str = option_field("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    threads: int = option_field(0, "CPU threads for torch (0: all cores)")
+    render_chunk: int = option_field(65536, "points per chunk when sampling the field on a grid")
+    render_foreground: bool = option_field(
         True, "sample the field only inside the stacks' foreground; elsewhere write the background level"
     )
 
@@ -129,10 +138,7 @@ class FitConfig:
             raise InputError("--depth, --mi-every, --threads, --es-min-evals and --max-steps must be non-negative")
         if self.es_buffer < 2:
             raise InputError(f"--es-buffer must be at least 2, got {self.es_buffer}")
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+        check_choices(self)
         return self
 
     def to_dict(self) -> dict:

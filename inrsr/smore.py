@@ -47,7 +47,7 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ from scipy.special import ndtr
 from tqdm.auto import tqdm
 
 from .baselines import interpolate_to_grid
+from .config import check_choices, option_field
 from .errors import InputError
 from .fit import resolve_device, torch_threads
 from .geometry import Grid, apply_affine, slice_axis, voxel_sizes_mm
@@ -80,29 +81,24 @@ WARMUP_STEPS = 50  # linear learning-rate warm-up
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    meta: dict[str, Any] = {"help": help}
-    if choices:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class SmoreConfig:
     """Hyper-parameters of one SMORE run (defaults: a few minutes on 2 CPU cores for 240×240×39)."""
 
-    profile: str = _opt("gaussian", "slice profile: gaussian (FWHM = thickness) or box (width = thickness)", PROFILES)
-    thickness_mm: float = _opt(0.0, "slice thickness in mm (0: the slice spacing); gaps and overlaps allowed")
-    patch_size: int = _opt(32, "side of the square training patches, voxels")
-    batch_size: int = _opt(16, "patches per training step")
-    iterations: int = _opt(1200, "training steps, or fewer when the time limit comes first")
-    time_limit_s: float = _opt(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
-    features: int = _opt(32, "channels of the network's hidden layers")
-    blocks: int = _opt(8, "residual blocks of the network")
-    lr: float = _opt(1e-3, "Adam learning rate at the start of the cosine schedule")
-    seed: int = _opt(0, "random seed (weights, patches); the same seed on CPU gives the same result")
-    device: str = _opt("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
-    threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
+    profile: str = option_field(
+        "gaussian", "slice profile: gaussian (FWHM = thickness) or box (width = thickness)", PROFILES
+    )
+    thickness_mm: float = option_field(0.0, "slice thickness in mm (0: the slice spacing); gaps and overlaps allowed")
+    patch_size: int = option_field(32, "side of the square training patches, voxels")
+    batch_size: int = option_field(16, "patches per training step")
+    iterations: int = option_field(1200, "training steps, or fewer when the time limit comes first")
+    time_limit_s: float = option_field(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
+    features: int = option_field(32, "channels of the network's hidden layers")
+    blocks: int = option_field(8, "residual blocks of the network")
+    lr: float = option_field(1e-3, "Adam learning rate at the start of the cosine schedule")
+    seed: int = option_field(0, "random seed (weights, patches); the same seed on CPU gives the same result")
+    device: str = option_field("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    threads: int = option_field(0, "CPU threads for torch (0: torch's default)")
 
     def replace(self, **changes: Any) -> "SmoreConfig":
         return dataclasses.replace(self, **changes)
@@ -120,10 +116,7 @@ class SmoreConfig:
                                  f"got {getattr(self, name)}")
         if self.threads < 0:
             raise InputError(f"--threads must be non-negative, got {self.threads}")
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+        check_choices(self)
         return self
 
     def to_dict(self) -> dict:
