@@ -25,12 +25,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, data_root, prepare  # noqa: E402
+from cases import CASES, data_root, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
 from inrsr.fit import fit_field, resolve_device  # noqa: E402
-from inrsr.io import load_image  # noqa: E402
 from inrsr.metrics import evaluate  # noqa: E402
 from inrsr.pipeline import StackSpec, load_stacks, reference_grid, render_subject, training_set  # noqa: E402
 
@@ -44,7 +43,7 @@ def run_method(spec: dict) -> dict:
     out: dict = {"fit_s": 0.0, "render_s": 0.0, "points_per_s": float("nan")}
     if method == "cubic":
         t0 = time.perf_counter()
-        vols = {c: interpolate_to_grid(*_load(p), grid) for c, p in paths["stacks"].items()}
+        vols = {c: interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stacks"].items()}
         out["render_s"] = time.perf_counter() - t0
     else:
         overrides = {"device": spec["device"]}
@@ -59,18 +58,12 @@ def run_method(spec: dict) -> dict:
         out.update(render_s=time.perf_counter() - t0, fit_s=res.seconds, points_per_s=res.points_per_second,
                    steps=res.steps, stopped_by=res.stopped_by,
                    epoch50_s=res.seconds / max(res.steps, 1) * res.steps_per_epoch * 50)
-    mask = _load(paths["mask"])[0] > 0.5
+    mask = load_volume(paths["mask"])[0] > 0.5
     for c, v in vols.items():
-        m = evaluate(v, _load(paths["truths"][c])[0], mask)
+        m = evaluate(v, load_volume(paths["truths"][c])[0], mask)
         out[f"psnr_{c}"], out[f"ssim_{c}"] = m["psnr"], m["ssim"]
     out["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return out
-
-
-def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Data (float32) and affine of a NIfTI file, validated by :func:`inrsr.io.load_image`."""
-    data, img = load_image(path)
-    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 def _table(rows: list[dict]) -> str:

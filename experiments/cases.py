@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from inrsr.io import HeaderCodes, save_nifti
+from inrsr.io import HeaderCodes, load_image, save_nifti
 from inrsr.simulate import simulate_stack, view_axis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +49,12 @@ def data_root() -> Path:
     if not (root / "brats_gli_00001").is_dir():
         sys.exit(f"error: shared data not found at {root} (set {DATA_ENV})")
     return root
+
+
+def load_volume(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Data (float32) and affine of a NIfTI file, validated by :func:`inrsr.io.load_image`."""
+    data, img = load_image(path)
+    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 def brain_mask(truth: np.ndarray) -> np.ndarray:

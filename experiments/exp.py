@@ -47,13 +47,12 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, data_root, prepare  # noqa: E402
+from cases import CASES, data_root, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
 from inrsr.fit import fit_field, torch_threads  # noqa: E402
 from inrsr.geometry import apply_affine, world_axis_of  # noqa: E402
-from inrsr.io import load_image  # noqa: E402
 from inrsr.metrics import evaluate, psnr  # noqa: E402
 from inrsr.mi import mutual_information  # noqa: E402
 from inrsr.pipeline import StackSpec, load_stacks, reference_grid, training_set  # noqa: E402
@@ -64,18 +63,12 @@ LABELS = {
     "cubic": "Cubic spline", "smore": "SMORE", "single": "Single-contrast INR", "vanilla": "MC vanilla MLP",
     "split": "MC split head (paper)", "default": "inrsr default",
 }
-PAPER_VARIANTS = {"single", "vanilla", "split"}
 PROBE_POINTS = 10_000  # brain voxels for the PSNR-vs-time curve
 MI_BINS = 32
 
 
 # ---------------------------------------------------------------------------------------------
 # one run (inside a worker process)
-
-
-def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
-    data, img = load_image(path)
-    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 class Probe:
@@ -120,7 +113,7 @@ class Probe:
 
 def _truth_mi_at(coords: torch.Tensor, subject, truths: dict[str, np.ndarray], affine: np.ndarray) -> float:
     """MI between the two truths, trilinearly sampled at normalised ``coords`` (the fit's MI points)."""
-    world = coords.numpy().astype(np.float64) * subject.normaliser.scale_mm + subject.normaliser.centre_mm
+    world = subject.normaliser.to_world(coords.numpy())
     vox = apply_affine(np.linalg.inv(affine), world).T
     a, b = (map_coordinates(truths[c], vox, order=1) for c in subject.contrasts[:2])
     return mutual_information(a, b, MI_BINS)
@@ -129,21 +122,20 @@ def _truth_mi_at(coords: torch.Tensor, subject, truths: dict[str, np.ndarray], a
 def _inr_config(method: str, spec: dict):
     if method == "default":
         return preset("default", threads=spec["threads"])
-    variant = {"single": "single", "vanilla": "vanilla", "split": "split"}[method]
     budget = 0.0 if spec["full"] else spec["inr_budget"]
-    return preset("paper", variant=variant, precision="bf16", time_limit_s=budget, threads=spec["threads"])
+    return preset("paper", variant=method, precision="bf16", time_limit_s=budget, threads=spec["threads"])
 
 
 def run_method(spec: dict) -> dict:
     """One method on one prepared case and protocol; returns metrics, timings and curves."""
     paths, method = spec["paths"], spec["method"]
     grid, _ = reference_grid(paths["ref"])
-    truths = {c: _load(p)[0] for c, p in paths["truths"].items()}
-    mask = _load(paths["mask"])[0] > 0.5
+    truths = {c: load_volume(p)[0] for c, p in paths["truths"].items()}
+    mask = load_volume(paths["mask"])[0] > 0.5
     out: dict = {"fit_s": 0.0, "render_s": 0.0}
     if method == "cubic":
         t0 = time.perf_counter()
-        vols = {c: interpolate_to_grid(*_load(p), grid) for c, p in paths["stacks"].items()}
+        vols = {c: interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stacks"].items()}
         out["render_s"] = time.perf_counter() - t0
     elif method == "smore":
         from inrsr.smore import SmoreConfig, smore_volume
@@ -154,7 +146,7 @@ def run_method(spec: dict) -> dict:
                              **profile)
         vols, info = {}, {}
         for c, p in paths["stacks"].items():
-            vols[c], info[c] = smore_volume(*_load(p), grid, config)
+            vols[c], info[c] = smore_volume(*load_volume(p), grid, config)
         out["fit_s"] = sum(i["train_seconds"] for i in info.values())
         out["render_s"] = sum(i["infer_seconds"] for i in info.values())
         out["smore"] = info

@@ -163,6 +163,10 @@ class Normaliser:
     def __call__(self, world_mm: np.ndarray) -> np.ndarray:
         return (np.asarray(world_mm, dtype=np.float64) - self.centre_mm) / self.scale_mm
 
+    def to_world(self, coords: np.ndarray) -> np.ndarray:
+        """The inverse map: normalised coordinates → world mm (float64)."""
+        return np.asarray(coords, dtype=np.float64) * self.scale_mm + self.centre_mm
+
     def to_dict(self) -> dict:
         return {"centre_mm": np.asarray(self.centre_mm).tolist(), "scale_mm": self.scale_mm}
 

@@ -95,6 +95,7 @@ def test_normaliser_maps_box_into_unit_cube():
     x = norm(corners)
     assert np.abs(x).max() == pytest.approx(1.0)
     assert np.all(np.abs(x) <= 1 + 1e-12)
+    np.testing.assert_allclose(norm.to_world(x), corners, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", AFFINES)
