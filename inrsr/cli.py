@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from functools import wraps
 from pathlib import Path
 from typing import Any, Callable
@@ -14,23 +15,31 @@ import numpy as np
 
 from . import __version__
 from .config import PRESETS, FitConfig, preset
-from .errors import InputError
+from .errors import InputError, InputWarning
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _fail_cleanly(func: Callable) -> Callable:
-    """Turn user mistakes into one line on stderr and exit status 2."""
+    """Turn user mistakes into one line on stderr and exit status 2, and warnings about the
+    input into one ``inrsr: warning:`` line each."""
+
+    def show(message, category, *_args: Any, **_kwargs: Any) -> None:
+        label = "warning" if issubclass(category, InputWarning) else category.__name__
+        click.echo(f"inrsr: {label}: {message}", err=True)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", InputWarning)
+                warnings.showwarning = show
+                return func(*args, **kwargs)
         except InputError as exc:
             click.echo(f"inrsr: error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("inrsr: interrupted", err=True)
+            click.echo("inrsr: interrupted (a fit continues with --resume)", err=True)
             sys.exit(130)
 
     return wrapper
@@ -88,14 +97,21 @@ def main() -> None:
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="Hyper-parameter preset; any option below overrides it.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted fit from OUTPUT/fit_state.pt (same stacks and options).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @_config_options
 @_fail_cleanly
-def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, quiet, **cfg):
+def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, resume, quiet,
+        **cfg):
     """Fit one field to all stacks and write one isotropic volume per contrast.
 
-    Writes CONTRAST.nii.gz per contrast, model.pt (for `inrsr sample`), config.json, log.json,
-    log.csv (per epoch), mi.csv and mi.png (MI between predicted contrasts) into OUTPUT.
+    Several stacks may share a contrast (e.g. --stack t2=ax.nii.gz --stack t2=cor.nii.gz); each
+    contrast gets one head and one output. Writes CONTRAST.nii.gz per contrast, model.pt (for
+    `inrsr sample` and `inrsr check`), config.json, log.json, log.csv (per epoch), mi.csv and mi.png
+    (MI between predicted contrasts), and with --register transforms.json, into OUTPUT. While
+    fitting, OUTPUT/fit_state.pt holds the training state (saved every --checkpoint-every-s
+    seconds and on Ctrl-C) for --resume.
     """
     from .pipeline import StackSpec, fit_subject
 
@@ -112,7 +128,7 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
     ]
     config = preset(preset_name, **cfg)
     summary = fit_subject(specs, config, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                          progress=not quiet)
+                          progress=not quiet, resume=resume)
     if not quiet:
         s = summary["seconds"]
         stop = {"mi": "MI early stop", "time": "time limit"}.get(summary["stopped_by"], "step/epoch limit")
@@ -140,6 +156,48 @@ def sample(model_path, ref, resolution, output, device, threads, overwrite):
                            device=device, threads=threads)
     click.echo(f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {summary['seconds']:.1f} s → {output}",
                err=True)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--model", "model_path", required=True, type=click.Path(), help="model.pt written by `inrsr fit`.")
+@click.option("--holdout", type=int, default=0, show_default=True, metavar="EVERY",
+              help="Also predict each stack from a refit that has not seen it: a stack whose contrast another "
+                   "stack has is left out whole, otherwise every EVERY-th slice (scored beside cubic "
+                   "interpolation of the same slices). 0: self-consistency only.")
+@click.option("-o", "--output", type=click.Path(), help="Write the report as JSON to this file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_fail_cleanly
+def check(model_path, holdout, output, overwrite, quiet):
+    """Quality without ground truth: re-simulate every input stack from the fitted field.
+
+    Each stack is predicted through its own forward model (slice profile, registered position)
+    and compared with its voxels inside its foreground: PSNR (dB, over the stack's 1–99.5 %
+    range), normalised RMSE and correlation. The input files named in the model must still exist.
+    """
+    from .io import write_text
+    from .pipeline import check_model
+
+    if output is not None:
+        p = Path(output)
+        if p.exists() and not overwrite:
+            raise InputError(f"{p}: output exists (use --overwrite to replace it)")
+        if not p.parent.is_dir():
+            raise InputError(f"{p.parent}: output folder does not exist")
+    report = check_model(model_path, holdout, progress=not quiet)
+    click.echo(f"{'stack':<40} {'test':<22} {'PSNR dB':>8} {'nRMSE':>7} {'corr':>6}")
+    for row in report["stacks"]:
+        name = Path(row["path"]).name
+        lines = [("self-consistency", row["self"])]
+        if "left_out" in row:
+            lo = row["left_out"]
+            lines.append((f"left out ({'stack' if lo['mode'] == 'stack' else 'slices'}): INR", lo["inr"]))
+            if "cubic" in lo:
+                lines.append(("left out (slices): cubic", lo["cubic"]))
+        for label, sc in lines:
+            click.echo(f"{name:<40} {label:<22} {sc['psnr']:>8.2f} {sc['nrmse']:>7.4f} {sc['corr']:>6.3f}")
+    if output is not None:
+        write_text(output, json.dumps(report, indent=2, default=float))
 
 
 def _refuse_existing_file(path: str, overwrite: bool) -> None:

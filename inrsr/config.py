@@ -73,6 +73,17 @@ class FitConfig:
     reg_norm: str = option_field("l1", "l1: total-variation-like (keeps edges); l2: Tikhonov (smoother)", ("l1", "l2"))
     reg_step_mm: float = option_field(1.0, "finite-difference step of the smoothness penalty, mm")
     reg_points: int = option_field(4096, "random points per step for the smoothness penalty")
+    # joint rigid registration of the stacks, and coarse-to-fine release of detail
+    register: bool = option_field(
+        False, "learn a rigid transform per stack (all but --register-stack) together with the field"
+    )
+    register_stack: int = option_field(0, "index of the stack held fixed when registering (0: the first)")
+    register_lr: float = option_field(0.05, "Adam step of the stack transforms, in mm and degrees")
+    c2f_fraction: float = option_field(
+        0.0, "fraction of the steps over which encoded detail is released coarse to fine (0: off; "
+        "--register uses 0.5 when 0)"
+    )
+    c2f_start_mm: float = option_field(16.0, "finest detail, mm, allowed at the start of coarse-to-fine training")
     # network
     variant: str = option_field(
         "split",
@@ -111,6 +122,9 @@ class FitConfig:
     seed: int = option_field(0, "random seed (weights, frequencies, batches)")
     device: str = option_field("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     threads: int = option_field(0, "CPU threads for torch (0: all cores)")
+    checkpoint_every_s: float = option_field(
+        60.0, "save the training state for --resume every this many seconds (and on Ctrl-C)"
+    )
     render_chunk: int = option_field(65536, "points per chunk when sampling the field on a grid")
     render_foreground: bool = option_field(
         True, "sample the field only inside the stacks' foreground; elsewhere write the background level"
@@ -123,7 +137,7 @@ class FitConfig:
         """Raise :class:`InputError` naming the first invalid option."""
         positive = ("n_frequencies", "width", "head_width", "lr", "batch_size", "max_epochs", "mi_bins",
                     "mi_points", "es_buffer", "render_chunk", "grid_levels", "grid_features", "grid_coarsest_mm",
-                    "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points")
+                    "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points", "c2f_start_mm")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -131,7 +145,9 @@ class FitConfig:
             raise InputError(f"--grid-log2-table must be between 10 and 26, got {self.grid_log2_table}")
         if self.grid_finest_mm > self.grid_coarsest_mm:
             raise InputError("--grid-finest-mm must not exceed --grid-coarsest-mm")
-        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "time_limit_s"):
+        if not 0 <= self.c2f_fraction <= 1:
+            raise InputError(f"--c2f-fraction must be between 0 and 1, got {self.c2f_fraction}")
+        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "time_limit_s", "register_lr", "register_stack", "checkpoint_every_s"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
         if min(self.depth, self.mi_every, self.threads, self.es_min_evals, self.max_steps) < 0:

@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["Encoding", "FourierFeatures", "HashGrid", "level_cells_mm", "hash_corners", "make_hash_grid"]
+__all__ = ["Encoding", "detail_weights", "FourierFeatures", "HashGrid", "level_cells_mm", "hash_corners", "make_hash_grid"]
 
 # Spatial-hash primes of Teschner et al. (2003), as used by instant-NGP; the first is 1.
 _PRIMES = (1, 2654435761, 805459861)
@@ -29,6 +29,18 @@ class Encoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def set_detail_mm(self, cut_mm: float | None) -> None:
+        """Coarse-to-fine training: damp the features finer than ``cut_mm`` (``None``: none)."""
+
+
+def detail_weights(scales_mm: torch.Tensor, cut_mm: float | None) -> torch.Tensor:
+    """Weight of a feature whose spatial scale (cell size or wavelength) is ``scales_mm`` when
+    detail finer than ``cut_mm`` is being held back: 1 at or above the cut, 0 at half of it and
+    below, linear in log2 scale in between; all ones when ``cut_mm`` is ``None``."""
+    if cut_mm is None:
+        return torch.ones_like(scales_mm)
+    return torch.clamp(1.0 + torch.log2(scales_mm / cut_mm), 0.0, 1.0)
+
 
 class FourierFeatures(Encoding):
     """Gaussian random Fourier features ``[sin(2π x Bᵀ), cos(2π x Bᵀ)]`` with ``B ~ N(0, scale²)``.
@@ -37,18 +49,28 @@ class FourierFeatures(Encoding):
     (saved in checkpoints).
     """
 
-    def __init__(self, n_frequencies: int, scale: float, generator: torch.Generator | None = None):
+    def __init__(
+        self, n_frequencies: int, scale: float, generator: torch.Generator | None = None, mm_per_unit: float = 1.0
+    ):
         super().__init__()
         b = torch.randn(n_frequencies, 3, generator=generator) * scale
         self.register_buffer("B", b)
         self.out_dim = 2 * n_frequencies
+        self.mm_per_unit = float(mm_per_unit)
+        self.register_buffer("weights", torch.ones(n_frequencies), persistent=False)
+
+    def set_detail_mm(self, cut_mm: float | None) -> None:
+        """Damp frequencies whose wavelength (mm) is below ``cut_mm`` (see :func:`detail_weights`)."""
+        wavelength_mm = self.mm_per_unit / self.B.norm(dim=1).clamp(min=1e-12)
+        self.weights.copy_(detail_weights(wavelength_mm, cut_mm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Phases reach hundreds of radians: computed in fp32 even under bf16 autocast, whose
         # 8-bit mantissa would scramble them.
         with torch.autocast(x.device.type, enabled=False):
             proj = (2.0 * math.pi) * (x.float() @ self.B.T)
-            return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+            out = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+            return out * self.weights.repeat(2) if bool((self.weights < 1).any()) else out
 
 
 def level_cells_mm(levels: int, coarsest_mm: float, finest_mm: float) -> list[float]:
@@ -121,6 +143,12 @@ class HashGrid(Encoding):
         table = (torch.rand(self.levels * self.table_size, self.features, generator=generator) * 2 - 1) * init_scale
         self.table = nn.Parameter(table)
         self.out_dim = self.levels * self.features
+        self.register_buffer("cells_mm", torch.tensor(cells_mm, dtype=torch.float32), persistent=False)
+        self.register_buffer("level_weights", torch.ones(self.levels), persistent=False)
+
+    def set_detail_mm(self, cut_mm: float | None) -> None:
+        """Damp the levels whose cells are below ``cut_mm`` (see :func:`detail_weights`)."""
+        self.level_weights.copy_(detail_weights(self.cells_mm, cut_mm))
 
     def corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table rows ``(N, L, 8)`` int64 and trilinear weights ``(N, L, 8)`` of each point's cell corners.
@@ -149,7 +177,10 @@ class HashGrid(Encoding):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idx, w = self.corners(x)
-        return _GridGather.apply(self.table, idx, w).reshape(x.shape[0], self.out_dim)
+        out = _GridGather.apply(self.table, idx, w)  # (N, L, F)
+        if bool((self.level_weights < 1).any()):
+            out = out * self.level_weights[None, :, None].to(out.dtype)
+        return out.reshape(x.shape[0], self.out_dim)
 
 
 def _combine_axes(t: torch.Tensor, op) -> torch.Tensor:
@@ -203,9 +234,17 @@ class _TcnnHashGrid(Encoding):
             "per_level_scale": scale,
         })
         self.out_dim = levels * features
+        self.features = features
+        self.register_buffer("cells_mm", torch.tensor(cells_mm, dtype=torch.float32), persistent=False)
+        self.register_buffer("level_weights", torch.ones(levels), persistent=False)
+
+    def set_detail_mm(self, cut_mm: float | None) -> None:
+        self.level_weights.copy_(detail_weights(self.cells_mm, cut_mm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc(((x + 1.0) / 2.0).clamp(0.0, 1.0)).float()
+        out = self.enc(((x + 1.0) / 2.0).clamp(0.0, 1.0)).float()
+        weights = self.level_weights.repeat_interleave(self.features)
+        return out * weights[None, :]
 
 
 def make_hash_grid(

@@ -18,7 +18,7 @@ __all__ = ["Field", "build_field", "build_encoding"]
 def build_encoding(config: FitConfig, mm_per_unit: float, generator: torch.Generator | None = None) -> Encoding:
     """The encoding named by ``config.encoding``; ``mm_per_unit`` converts grid cell sizes to mm."""
     if config.encoding == "fourier":
-        return FourierFeatures(config.n_frequencies, config.ff_scale, generator)
+        return FourierFeatures(config.n_frequencies, config.ff_scale, generator, mm_per_unit)
     cells = level_cells_mm(config.grid_levels, config.grid_coarsest_mm, config.grid_finest_mm)
     return make_hash_grid(cells, config.grid_features, config.grid_log2_table, mm_per_unit, config.grid_backend, generator)
 
@@ -73,6 +73,12 @@ class Field(nn.Module):
     @property
     def n_contrasts(self) -> int:
         return len(self.contrasts)
+
+    def set_detail_mm(self, cut_mm: float | None) -> None:
+        """Coarse-to-fine: hold back encoded detail finer than ``cut_mm`` (``None``: release it)."""
+        for module in self.modules():
+            if isinstance(module, Encoding):
+                module.set_detail_mm(cut_mm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""

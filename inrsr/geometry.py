@@ -37,6 +37,9 @@ __all__ = [
     "grid_points_world",
     "rescaled_affine",
     "world_to_voxel_index",
+    "rotation_from_vector",
+    "rigid_matrix",
+    "rigid_error",
 ]
 
 
@@ -240,3 +243,35 @@ def rescaled_affine(
 def world_to_voxel_index(affine: np.ndarray, world_mm: np.ndarray) -> np.ndarray:
     """Nearest voxel indices (int64, ``(..., 3)``) of world points in the grid of ``affine``."""
     return np.rint(apply_affine(np.linalg.inv(affine), world_mm)).astype(np.int64)
+
+
+def rotation_from_vector(rotvec_rad: np.ndarray) -> np.ndarray:
+    """3×3 rotation by ``|v|`` radians about the unit axis ``v/|v|`` (Rodrigues' formula)."""
+    v = np.asarray(rotvec_rad, dtype=np.float64)
+    theta = float(np.linalg.norm(v))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = v / theta
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(theta) * kx + (1.0 - np.cos(theta)) * (kx @ kx)
+
+
+def rigid_matrix(rotation: np.ndarray, translation_mm: np.ndarray, centre_mm: np.ndarray) -> np.ndarray:
+    """4×4 world → world map ``x ↦ R (x - c) + c + t``: rotation ``R`` about ``centre_mm``, then
+    a shift of ``translation_mm`` (all in world mm)."""
+    rot = np.asarray(rotation, dtype=np.float64)
+    c = np.asarray(centre_mm, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = c - rot @ c + np.asarray(translation_mm, dtype=np.float64)
+    return m
+
+
+def rigid_error(estimate: np.ndarray, truth: np.ndarray, points_mm: np.ndarray) -> tuple[float, float]:
+    """How far a 4×4 rigid ``estimate`` is from ``truth``: the mean distance (mm) between where
+    the two send ``points_mm`` (``(N, 3)`` world), and the angle (degrees) of the residual
+    rotation ``R_est R_truthᵀ``."""
+    moved = apply_affine(estimate, points_mm) - apply_affine(truth, points_mm)
+    residual = estimate[:3, :3] @ truth[:3, :3].T
+    cos = np.clip((np.trace(residual) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.linalg.norm(moved, axis=1).mean()), float(np.degrees(np.arccos(cos)))

@@ -15,7 +15,8 @@ def estimate_foreground(data: np.ndarray, fraction: float = 0.05, dilate_vox: in
     the whole image); the result is closed and hole-filled, reduced to its largest connected
     component and dilated by ``dilate_vox`` voxels. Works for skull-stripped images (background
     ≈ 0, possibly slightly negative) and for whole-head scans (then the head is foreground).
-    Morphology is in voxel units, so it is coarser along a stack's thick axis.
+    Morphology is in voxel units, so it is coarser along a stack's thick axis. When nothing is
+    left (a noise-like or very thin image), every voxel is foreground.
     """
     data = np.asarray(data, dtype=np.float32)
     lo, hi = np.percentile(data, [1.0, 99.5])
@@ -32,6 +33,8 @@ def estimate_foreground(data: np.ndarray, fraction: float = 0.05, dilate_vox: in
         sizes[0] = 0
         mask = labels == int(np.argmax(sizes))
     mask = ndimage.binary_fill_holes(mask)
+    if not mask.any():  # e.g. a few slices eroded away by the closing: no usable estimate
+        return np.ones(data.shape, dtype=bool)
     if dilate_vox > 0:
         mask = ndimage.binary_dilation(mask, structure, iterations=dilate_vox)
     return mask

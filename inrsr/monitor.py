@@ -37,3 +37,12 @@ class MIPlateau:
         current = float(np.mean(np.abs(np.diff(np.asarray(self.values)))))
         previous, self.activity = self.activity, current
         return self.n_seen >= self.min_evals and previous is not None and abs(current - previous) < self.tol
+
+    def state(self) -> dict:
+        """Everything needed to continue monitoring after a resume."""
+        return {"values": list(self.values), "n_seen": self.n_seen, "activity": self.activity}
+
+    def load_state(self, state: dict) -> None:
+        self.values.clear()
+        self.values.extend(state["values"])
+        self.n_seen, self.activity = int(state["n_seen"]), state["activity"]

@@ -6,29 +6,37 @@ import csv
 import json
 import os
 import re
+import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FitConfig
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .fit import fit_field, resolve_device, torch_threads
-from .geometry import Box, Grid, isotropic_grid, overlap_fraction, voxel_sizes_mm
+from .consistency import cubic_between_slices, held_out_slices, registered_stacks, resimulate, stack_scores
+from .geometry import Box, Grid, fov_corners_world, isotropic_grid, overlap_fraction, rigid_error, union_box, voxel_sizes_mm
 from .field import Field
 from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti, write_text
 from .plots import plot_mi_curve
+from .register import align_rigid
 from .render import render_grid
 from .samples import Subject, TrainingSet, build_training_set
 
 __all__ = [
     "StackSpec", "load_stacks", "reference_grid", "training_set", "render_subject", "output_grid", "fit_subject",
-    "sample_model",
+    "sample_model", "check_model", "initial_alignment", "registration_report",
 ]
 
 CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# The training state of a running fit, in the output folder (removed when the fit completes).
+STATE_FILE = "fit_state.pt"
+# Below this fraction of the smaller field of view, two stacks are reported as barely overlapping.
+MIN_OVERLAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,23 +52,33 @@ class StackSpec:
 def load_stacks(specs: list[StackSpec]) -> list[Stack]:
     """Load and cross-check the input stacks.
 
-    Raises :class:`InputError` for no stacks, a bad or duplicate contrast name, any unreadable or
-    invalid file, or a stack whose field of view does not overlap the first stack's.
+    Several stacks may share a contrast (e.g. T2 axial + coronal): they train the same head.
+    Raises :class:`InputError` for no stacks, a bad contrast name, a file given twice, any
+    unreadable or invalid file, or a stack whose field of view does not overlap the first stack's.
+    Warns (:class:`InputWarning`) when a stack covers less than :data:`MIN_OVERLAP` of the smaller
+    field of view of itself and the first stack.
     """
     if not specs:
         raise InputError("no input stacks: give --t1/--t2/--flair PATH or --stack CONTRAST=PATH")
-    seen: set[str] = set()
+    seen: set[Path] = set()
     for spec in specs:
         if not CONTRAST_NAME.match(spec.contrast):
             raise InputError(f"{spec.path}: contrast name {spec.contrast!r} must be letters, digits, '_' or '-'")
-        if spec.contrast in seen:
-            raise InputError(f"{spec.path}: duplicate contrast name {spec.contrast!r} (each contrast takes one stack)")
-        seen.add(spec.contrast)
+        resolved = Path(spec.path).resolve()
+        if resolved in seen:
+            raise InputError(f"{spec.path}: the same file is given twice")
+        seen.add(resolved)
     stacks = [load_stack(s.path, s.contrast, s.thickness_mm, s.mask_path) for s in specs]
     first = stacks[0]
     for s in stacks[1:]:
-        if overlap_fraction((first.shape, first.affine), (s.shape, s.affine)) <= 0.0:
+        overlap = overlap_fraction((first.shape, first.affine), (s.shape, s.affine))
+        if overlap <= 0.0:
             raise InputError(f"{s.path}: field of view does not overlap that of {first.path}")
+        if overlap < MIN_OVERLAP:
+            warnings.warn(
+                f"{s.path}: its field of view overlaps only {100 * overlap:.0f}% of {first.path}'s "
+                f"(is it the same subject and session?)", InputWarning, stacklevel=2,
+            )
     return stacks
 
 
@@ -138,6 +156,37 @@ def _write_json(obj: dict, path: Path) -> None:
     write_text(path, json.dumps(obj, indent=2, default=float))
 
 
+def initial_alignment(stacks: list[Stack], fixed: int, foregrounds: list[np.ndarray], progress: bool) -> np.ndarray:
+    """``(S, 6)`` starting rotation (degrees) and shift (mm) of each stack for ``--register``:
+    MI alignment (:func:`inrsr.register.align_rigid`) of each stack to stack ``fixed``."""
+    init = np.zeros((len(stacks), 6))
+    ref = stacks[fixed]
+    for k, s in enumerate(stacks):
+        if k == fixed:
+            continue
+        r = align_rigid(ref.data, ref.affine, foregrounds[fixed], s.data, s.affine)
+        init[k, :3], init[k, 3:] = r.rotation_deg, r.shift_mm
+        if progress:
+            print(f"aligned {s.path} to {ref.path} by MI: rotation {np.linalg.norm(r.rotation_deg):.2f}°, "
+                  f"shift {np.linalg.norm(r.shift_mm):.2f} mm", file=sys.stderr)
+    return init
+
+
+def registration_report(stacks: list[Stack], matrices: list[np.ndarray], fixed: int) -> list[dict]:
+    """Per stack: the 4×4 world map found by registration, its rotation angle (degrees) and the
+    shift of the stack's centre (mm), and the registered affine (``matrix @ affine``)."""
+    rows = []
+    for k, (s, m) in enumerate(zip(stacks, matrices)):
+        centre = fov_corners_world(s.shape, s.affine).mean(axis=0)
+        shift, angle = rigid_error(m, np.eye(4), centre[None])
+        rows.append({
+            "path": s.path, "contrast": s.contrast, "reference": k == fixed, "rotation_deg": angle,
+            "centre_shift_mm": shift, "matrix_mm": np.asarray(m).tolist(),
+            "registered_affine": (np.asarray(m) @ s.affine).tolist(),
+        })
+    return rows
+
+
 def fit_subject(
     specs: list[StackSpec],
     config: FitConfig,
@@ -146,30 +195,55 @@ def fit_subject(
     resolution_mm: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Load stacks, fit a field, render every contrast and write all outputs into ``out_dir``.
 
     Everything that can be checked is checked before fitting (inputs, reference, output folder,
-    existing files), so a user mistake never leaves partial output. Returns a summary dict
-    (paths, grid, timings, early-stopping outcome).
+    existing files), so a user mistake never leaves partial output. The training state is saved
+    in ``out_dir/fit_state.pt`` while fitting; ``resume=True`` continues an interrupted fit from
+    it (same inputs and options). With ``config.register``, each stack is first aligned to the
+    reference stack by MI, then its transform is refined with the field; the transforms are
+    written to ``transforms.json``. Returns a summary dict (paths, grid, timings, early-stopping
+    outcome, transforms).
     """
     config = config.validate()
     resolve_device(config.device)
     stacks = load_stacks(specs)
-    contrasts = [s.contrast for s in stacks]
+    if config.register and not config.register_stack < len(stacks):
+        raise InputError(f"--register-stack {config.register_stack}: there are only {len(stacks)} stacks")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
+    contrasts = list(dict.fromkeys(s.contrast for s in stacks))
     paths = _output_paths(out, contrasts, with_model=True)
-    _refuse_existing(paths, overwrite)
+    if config.register and len(stacks) > 1:
+        paths["transforms.json"] = out / "transforms.json"
+    state_path = out / STATE_FILE
+    if resume and not state_path.is_file():
+        raise InputError(f"{state_path}: no interrupted fit to resume")
+    _refuse_existing(paths, overwrite or resume)
     t0 = time.perf_counter()
     subject, train = training_set(stacks, config)
     finest = float(min(s.spacing_mm.min() for s in stacks))
     grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
     check_writable(out)
+    registering = config.register and len(stacks) > 1
+    init = None
+    if registering and not resume:
+        init = initial_alignment(stacks, config.register_stack, [m for m, _ in subject.foregrounds], progress)
     t_prep = time.perf_counter() - t0
 
-    result = fit_field(train, subject.contrasts, config, progress=progress)
+    result = fit_field(train, subject.contrasts, config, progress=progress, state_path=state_path, resume=resume,
+                       initial_poses=init)
+    transforms = None
+    if registering and result.poses is not None:
+        matrices = result.poses.world_matrices(subject.normaliser)
+        transforms = registration_report(stacks, matrices, config.register_stack)
+        moved = registered_stacks(stacks, matrices)
+        subject = replace(subject, foregrounds=[(m, s.affine) for (m, _), s in zip(subject.foregrounds, moved)])
+        if ref is None:
+            grid, _ = output_grid(union_box([(s.shape, s.affine) for s in moved]), None, resolution_mm, finest)
     t1 = time.perf_counter()
     volumes = render_subject(result.field, grid, subject, config)
     t_render = time.perf_counter() - t1
@@ -179,7 +253,9 @@ def fit_subject(
         save_nifti(volumes[c], grid.affine, paths[c], codes)
     stack_meta = [
         {"contrast": s.contrast, "path": s.path, "shape": list(s.shape), "affine": s.affine.tolist(),
-         "thickness_mm": s.slice_thickness_mm, "slice_axis": s.slice_axis, "n_train_points": int((train.stack_id == k).sum())}
+         "thickness_mm": s.slice_thickness_mm, "slice_axis": s.slice_axis,
+         "n_train_points": int((train.stack_id == k).sum()),
+         "registration_mm": transforms[k]["matrix_mm"] if transforms else np.eye(4).tolist()}
         for k, s in enumerate(stacks)
     ]
     save_checkpoint(paths["model.pt"], result.field, config, subject, stacks[0].codes, stack_meta)
@@ -195,12 +271,15 @@ def fit_subject(
         "final_mi": result.mi_curve[-1]["mi"] if result.mi_curve else None,
         "seconds": {"prepare": t_prep, "fit": result.seconds, "render": t_render},
         "train_points_per_second": result.points_per_second,
+        "transforms": transforms,
     }
     _write_json(config.to_dict(), paths["config.json"])
     _write_json({**summary, "epochs": result.epochs, "mi_curve": result.mi_curve}, paths["log.json"])
     _write_csv(result.epochs, paths["log.csv"])
     _write_csv(result.mi_curve, paths["mi.csv"])
     plot_mi_curve(result.mi_curve, paths["mi.png"], result.stopped_early)
+    if transforms is not None:
+        _write_json({"reference_stack": config.register_stack, "stacks": transforms}, paths["transforms.json"])
     return summary
 
 
@@ -233,3 +312,66 @@ def sample_model(
     for c in subject.contrasts:
         save_nifti(volumes[c], grid.affine, paths[c], ref_codes or codes)
     return {"outputs": {k: str(v) for k, v in paths.items()}, "grid": {"shape": list(grid.shape)}, "seconds": seconds}
+
+
+def _stacks_of_model(payload: dict) -> list[Stack]:
+    """The input stacks named in a checkpoint, re-read from their paths and checked against it."""
+    stacks = []
+    for meta in payload["stacks"]:
+        s = load_stack(meta["path"], meta["contrast"], meta["thickness_mm"])
+        if list(s.shape) != list(meta["shape"]) or not np.allclose(s.affine, meta["affine"], atol=1e-4):
+            raise InputError(f"{s.path}: differs from the stack the model was fitted to (shape or affine)")
+        stacks.append(s)
+    return stacks
+
+
+def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress: bool = True) -> dict:
+    """Quality estimates of a fitted model without ground truth (see :mod:`inrsr.consistency`).
+
+    Re-reads the input stacks named in ``model_path``, places them where registration found them,
+    and reports per stack the self-consistency of the field with its voxels (foreground only).
+    With ``holdout_every`` ≥ 2, each stack is also predicted by a refit that has not seen it: a
+    stack whose contrast another stack has is left out whole; otherwise every
+    ``holdout_every``-th slice is left out and cubic interpolation between the kept slices is
+    scored on the same voxels. Refits use the model's options with its transforms held fixed.
+    """
+    model, config, subject, _, payload = load_checkpoint(model_path)
+    stacks = registered_stacks(
+        _stacks_of_model(payload), [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]]
+    )
+    masks = [m for m, _ in subject.foregrounds]
+    rows = []
+    for s, mask in zip(stacks, masks):
+        pred = resimulate(model, s, subject, config, where=mask)
+        rows.append({"path": s.path, "contrast": s.contrast, "self": stack_scores(pred, s.data, mask)})
+    if holdout_every:
+        if holdout_every < 2:
+            raise InputError(f"--holdout must be at least 2, got {holdout_every}")
+        refit = config.replace(register=False)
+        contrasts = [s.contrast for s in stacks]
+        for k, (s, mask) in enumerate(zip(stacks, masks)):
+            if contrasts.count(s.contrast) > 1:
+                others = [t for i, t in enumerate(stacks) if i != k]
+                sub, train = training_set(others, refit)
+                field = fit_field(train, sub.contrasts, refit, progress=progress).field
+                pred = resimulate(field, s, sub, refit, where=mask)
+                rows[k]["left_out"] = {"mode": "stack", "inr": stack_scores(pred, s.data, mask)}
+                continue
+            held = held_out_slices(s.shape[s.slice_axis], holdout_every)
+            if held.size == 0:
+                continue
+            exclude = np.zeros(s.shape, dtype=bool)
+            np.moveaxis(exclude, s.slice_axis, 0)[held] = True
+            sub, train = build_training_set(
+                stacks, refit.background_ratio, refit.mi_points, refit.seed, refit.slice_profile,
+                refit.profile_points, exclude=[exclude if i == k else None for i in range(len(stacks))],
+            )
+            field = fit_field(train, sub.contrasts, refit, progress=progress).field
+            where = mask & exclude
+            pred = resimulate(field, s, sub, refit, where=where)
+            cubic = cubic_between_slices(s.data, s.slice_axis, held)
+            rows[k]["left_out"] = {
+                "mode": f"every {holdout_every}th slice", "slices": held.tolist(),
+                "inr": stack_scores(pred, s.data, where), "cubic": stack_scores(cubic, s.data, where),
+            }
+    return {"model": str(model_path), "holdout_every": holdout_every, "stacks": rows}

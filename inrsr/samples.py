@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .geometry import Box, Normaliser, apply_affine, direction_cosines, slice_axis, union_box
+from .geometry import Box, Normaliser, apply_affine, direction_cosines, fov_corners_world, slice_axis, union_box
 from .intensity import IntensityScale, fit_intensity_scale
 from .io import Stack
 from .masks import estimate_foreground
 
-__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "slice_profile"]
+__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "slice_profile", "profile_offsets"]
 
 # FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2).
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -47,6 +47,7 @@ class TrainingSet:
     profile_offsets : (S, K, 3) float32, per stack, the normalised offsets from a voxel centre of
         the ``K`` points whose weighted mean models that voxel (all zero for point sampling).
     profile_weights : (S, K) float32, their weights (each row sums to 1).
+    stack_centres : (S, 3) float32, normalised centres of the stacks' fields of view.
     mm_per_unit : world mm per normalised unit (the normaliser's scale).
     gap_mm : the largest slice spacing among the stacks, mm (how far apart sampled planes can be).
     """
@@ -58,6 +59,7 @@ class TrainingSet:
     mi_coords: torch.Tensor
     profile_offsets: torch.Tensor
     profile_weights: torch.Tensor
+    stack_centres: torch.Tensor
     mm_per_unit: float
     gap_mm: float
 
@@ -120,7 +122,7 @@ def _slice_normal(affine: np.ndarray) -> np.ndarray:
     return n if n @ cols[:, a] >= 0 else -n
 
 
-def _profile_offsets(
+def profile_offsets(
     stacks: list[Stack], kind: str, n_points: int, normaliser: Normaliser
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per stack, profile points as normalised offsets along its slice normal, and their weights."""
@@ -142,6 +144,7 @@ def build_training_set(
     seed: int,
     profile: str = "point",
     profile_points: int = 1,
+    exclude: list[np.ndarray | None] | None = None,
 ) -> tuple[Subject, TrainingSet]:
     """Sample every stack's voxels into one flat training set.
 
@@ -154,18 +157,21 @@ def build_training_set(
     seed : seed of the background and MI subsamples.
     profile, profile_points : the slice-profile forward model (see :func:`slice_profile`); each
         stack's profile lies along its slice normal and spans its slice thickness.
+    exclude : optional boolean array per stack (``None`` for none): voxels held out of training
+        altogether (see :mod:`inrsr.consistency`).
     """
     rng = np.random.default_rng(seed)
     foregrounds = _foregrounds(stacks)
     subject = describe_subject(stacks, foregrounds)
     coords, values, cids, sids, fg_coords = [], [], [], [], []
     for k, (stack, fg) in enumerate(zip(stacks, foregrounds)):
-        flat_fg = fg.ravel()
-        fg_idx = np.flatnonzero(flat_fg)
+        held = exclude[k] if exclude is not None and exclude[k] is not None else np.zeros(stack.shape, bool)
+        flat_fg, flat_held = fg.ravel(), held.ravel()
+        fg_idx = np.flatnonzero(flat_fg & ~flat_held)
         if background_ratio < 0:
-            idx = np.arange(flat_fg.size)
+            idx = np.flatnonzero(~flat_held)
         else:
-            bg_idx = np.flatnonzero(~flat_fg)
+            bg_idx = np.flatnonzero(~flat_fg & ~flat_held)
             n_bg = min(bg_idx.size, int(round(background_ratio * fg_idx.size)))
             idx = np.sort(np.concatenate([fg_idx, rng.choice(bg_idx, n_bg, replace=False)]))
         world = apply_affine(stack.affine, np.stack(np.unravel_index(idx, stack.shape), axis=-1))
@@ -177,7 +183,7 @@ def build_training_set(
         fg_coords.append(subject.normaliser(fg_world).astype(np.float32))
     all_fg = np.concatenate(fg_coords)
     pick = rng.choice(all_fg.shape[0], min(mi_points, all_fg.shape[0]), replace=False)
-    offsets, weights = _profile_offsets(stacks, profile, profile_points, subject.normaliser)
+    offsets, weights = profile_offsets(stacks, profile, profile_points, subject.normaliser)
     train = TrainingSet(
         coords=torch.from_numpy(np.concatenate(coords)),
         values=torch.from_numpy(np.concatenate(values).astype(np.float32)),
@@ -186,6 +192,9 @@ def build_training_set(
         mi_coords=torch.from_numpy(all_fg[np.sort(pick)]),
         profile_offsets=torch.from_numpy(offsets),
         profile_weights=torch.from_numpy(weights),
+        stack_centres=torch.from_numpy(np.stack([
+            subject.normaliser(fov_corners_world(s.shape, s.affine).mean(axis=0)) for s in stacks
+        ]).astype(np.float32)),
         mm_per_unit=subject.normaliser.scale_mm,
         gap_mm=float(max(s.slice_spacing_mm for s in stacks)),
     )

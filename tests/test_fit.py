@@ -74,7 +74,7 @@ def test_profile_forward_is_the_weighted_mean_along_the_slice():
     offsets = torch.tensor([[0.0, 0.0, -0.1], [0.0, 0.0, 0.05], [0.0, 0.0, 0.2]]).expand(10, 3, 3)
     w = torch.tensor([0.2, 0.5, 0.3]).expand(10, 3)
     with torch.no_grad():
-        got = profile_forward(field, x, c, offsets, w)
+        got = profile_forward(field, x[:, None, :] + offsets, c, w)
         want = sum(w[:, k] * field.forward_own(x + offsets[:, k], c) for k in range(3))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
