@@ -118,3 +118,47 @@ def test_callback_time_is_not_counted():
     assert [s for s, _ in calls] == list(range(1, 21))
     assert res.seconds < 20 * 0.05  # one second of sleeping is excluded
     assert all(b >= a for (_, a), (_, b) in zip(calls, calls[1:]))
+
+
+def test_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path):
+    import signal
+
+    import pytest
+
+    from inrsr.errors import InputError
+
+    subject, train = tiny_training_set()
+    cfg = CFG.replace(max_steps=30, early_stopping=False, checkpoint_every_s=1000.0, reg_weight=0.1, reg_points=256)
+    state = tmp_path / "fit_state.pt"
+    whole = fit_field(train, subject.contrasts, cfg, progress=False, state_path=state)
+    assert not state.exists()  # removed once the fit completes
+
+    def interrupt(step: int, seconds: float, field) -> None:
+        if step == 17:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_field(train, subject.contrasts, cfg, progress=False, state_path=state, callback=interrupt)
+    assert state.is_file()
+    with pytest.raises(InputError, match="--lr"):
+        fit_field(train, subject.contrasts, cfg.replace(lr=0.5), progress=False, state_path=state, resume=True)
+    resumed = fit_field(train, subject.contrasts, cfg.replace(device="cpu"), progress=False, state_path=state,
+                        resume=True)
+    assert resumed.steps == 30 and [e["steps"] for e in resumed.epochs] == [e["steps"] for e in whole.epochs]
+    x = torch.rand(200, 3) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(resumed.field(x), whole.field(x), rtol=0, atol=0)
+    assert [m["mi"] for m in resumed.mi_curve] == [m["mi"] for m in whole.mi_curve]
+    assert not state.exists()
+
+
+def test_coarse_to_fine_schedule_and_detail_weights():
+    from inrsr.encodings import detail_weights
+    from inrsr.fit import detail_cut_mm
+
+    assert detail_cut_mm(0, 100, 0.5, 16.0, 1.0) == 16.0
+    assert abs(detail_cut_mm(25, 100, 0.5, 16.0, 1.0) - 4.0) < 1e-9
+    assert detail_cut_mm(50, 100, 0.5, 16.0, 1.0) is None and detail_cut_mm(0, 100, 0.0, 16.0, 1.0) is None
+    w = detail_weights(torch.tensor([32.0, 8.0, 4.0, 2.0, 1.0]), 4.0)
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(detail_weights(torch.tensor([2.8284]), 4.0), torch.tensor([0.5]), atol=1e-4, rtol=0)

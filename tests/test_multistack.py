@@ -1,0 +1,88 @@
+"""Several stacks, shared contrasts, registration, resume and `inrsr check`, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from inrsr.cli import main
+from inrsr.phantom import head_phantom
+from inrsr.simulate import simulate_stack
+
+
+@pytest.fixture(scope="module")
+def phantom_stacks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stacks")
+    vols, aff, _ = head_phantom((40, 48, 40), seed=4)
+    paths = {}
+    for name, contrast, axis in (("t1ax", "t1", 2), ("t2cor", "t2", 1), ("t2sag", "t2", 0)):
+        data, affine = simulate_stack(vols[contrast], aff, axis, 4, "slab")
+        paths[name] = tmp / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(paths[name]))
+    return tmp, paths
+
+
+def run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip(), result.stdout
+
+
+FAST = ["--preset", "fast", "--max-steps", "60", "--threads", "1", "--quiet"]
+
+
+def test_two_stacks_of_one_contrast_train_one_head_and_check_reports_every_stack(phantom_stacks, tmp_path):
+    tmp, p = phantom_stacks
+    out = tmp_path / "out"
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--stack", f"t2={p['t2cor']}", "--stack", f"t2={p['t2sag']}",
+                        "-o", out, *FAST])
+    assert code == 0, err
+    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["t1.nii.gz", "t2.nii.gz"]
+    log = json.loads((out / "log.json").read_text())
+    assert [s["contrast"] for s in log["stacks"]] == ["t1", "t2", "t2"]
+    assert log["transforms"] is None and not (out / "fit_state.pt").exists()
+    code, err, text = run(["check", "--model", out / "model.pt", "--holdout", "4", "-o", tmp_path / "check.json",
+                           "--quiet"])
+    assert code == 0, err
+    report = json.loads((tmp_path / "check.json").read_text())
+    modes = [r["left_out"]["mode"] for r in report["stacks"]]
+    assert modes == ["every 4th slice", "stack", "stack"]
+    for r in report["stacks"]:
+        assert r["self"]["corr"] > 0.8 and r["left_out"]["inr"]["corr"] > 0.5
+    assert "cubic" in report["stacks"][0]["left_out"] and text.count("self-consistency") == 3
+
+
+def test_register_writes_transforms_and_bad_requests_fail_cleanly(phantom_stacks, tmp_path):
+    tmp, p = phantom_stacks
+    out = tmp_path / "reg"
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", out, "--register", *FAST])
+    assert code == 0, err
+    transforms = json.loads((out / "transforms.json").read_text())
+    assert [s["reference"] for s in transforms["stacks"]] == [True, False]
+    # the phantom's stacks are aligned: what registration finds must be small
+    moved = transforms["stacks"][1]
+    assert moved["centre_shift_mm"] < 1.0 and moved["rotation_deg"] < 2.0
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", out, "--register", "--register-stack",
+                        "2", *FAST])
+    assert code == 2 and "--register-stack 2" in err
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "new", "--resume", *FAST])
+    assert code == 2 and "no interrupted fit to resume" in err and not (tmp_path / "new").exists()
+    (tmp_path / "moved").mkdir()
+    code, err, _ = run(["check", "--model", tmp_path / "moved" / "model.pt"])
+    assert code == 2 and "model file not found" in err
+
+
+def test_barely_overlapping_stacks_warn_in_one_line(phantom_stacks, tmp_path):
+    tmp, p = phantom_stacks
+    img = nib.load(str(p["t2cor"]))
+    affine = img.affine.copy()
+    affine[0, 3] += 30.0  # 30 of 40 mm to the side
+    far = tmp_path / "far.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), str(far))
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", far, "-o", tmp_path / "o", *FAST, "--max-steps", "2"])
+    assert code == 0
+    warnings = [line for line in err.splitlines() if line.startswith("inrsr: warning: ")]
+    assert len(warnings) == 1 and "far.nii.gz" in warnings[0] and "overlaps only" in warnings[0]
