@@ -19,7 +19,7 @@ from scipy import ndimage
 from .geometry import apply_affine, fov_corners_world, rigid_matrix, voxel_sizes_mm
 from .pose import _skew
 
-__all__ = ["RigidResult", "soft_mutual_information", "align_rigid"]
+__all__ = ["RigidResult", "soft_mutual_information", "similarity", "align_rigid"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,54 @@ def _unit_range(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
+def _sampler(volume: np.ndarray, affine: np.ndarray):
+    """``f(world (N, 3) float64 tensor) → (values, inside)``: trilinear samples of ``volume`` at
+    world points (edge values beyond it) and whether each point lies within its field of view."""
+    to_vox = torch.from_numpy(np.linalg.inv(affine))
+    size = torch.tensor(volume.shape, dtype=torch.float64)
+    vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float64))[None, None]
+
+    def sample(world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vox = world @ to_vox[:3, :3].T + to_vox[:3, 3]
+        inside = ((vox > -0.5) & (vox < size - 0.5)).all(dim=1).to(torch.float64)
+        grid = (2.0 * vox / (size - 1).clamp(min=1) - 1.0).flip(-1)  # grid_sample wants (k, j, i)
+        values = torch.nn.functional.grid_sample(
+            vol, grid[None, None, None], mode="bilinear", padding_mode="border", align_corners=True
+        )[0, 0, 0, 0]
+        return values, inside
+
+    return sample
+
+
+def _foreground_sample(mask: np.ndarray, affine: np.ndarray, points: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Up to ``points`` foreground voxels of ``mask`` (flat indices, sorted) and their world positions."""
+    rng = np.random.default_rng(seed)
+    fg = np.flatnonzero(mask.ravel())
+    pick = np.sort(rng.choice(fg, min(points, fg.size), replace=False))
+    ijk = np.stack(np.unravel_index(pick, mask.shape), axis=-1)
+    return pick, torch.from_numpy(apply_affine(affine, ijk))
+
+
+def _smoothed(data: np.ndarray, affine: np.ndarray, fwhm_mm: float) -> np.ndarray:
+    """``data`` blurred by a Gaussian of ``fwhm_mm`` (mm, converted per axis by the voxel size)."""
+    return ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), fwhm_mm / 2.3548 / voxel_sizes_mm(affine))
+
+
+def similarity(
+    fixed: np.ndarray, fixed_affine: np.ndarray, fixed_mask: np.ndarray, moving: np.ndarray,
+    moving_affine: np.ndarray, fwhm_mm: float = 4.0, points: int = 20000,
+) -> tuple[float, float]:
+    """MI (nats) of two images where their headers place them, both blurred by ``fwhm_mm``,
+    sampled at ``fixed``'s foreground voxels; and the fraction of those inside ``moving``."""
+    pick, world = _foreground_sample(fixed_mask, fixed_affine, points, 0)
+    f_s = _smoothed(fixed, fixed_affine, fwhm_mm).ravel()[pick]
+    m_s = _smoothed(moving, moving_affine, fwhm_mm)
+    values, inside = _sampler(_unit_range(m_s, m_s[m_s > np.percentile(m_s, 50)]), moving_affine)(world)
+    if float(inside.sum()) < 100:
+        return 0.0, float(inside.mean())
+    return float(soft_mutual_information(torch.from_numpy(_unit_range(f_s, f_s)), values, inside)), float(inside.mean())
+
+
 def align_rigid(
     fixed: np.ndarray,
     fixed_affine: np.ndarray,
@@ -80,38 +128,24 @@ def align_rigid(
     decayed along a cosine) runs ``iterations`` times on the rotation and shift. Samples that
     fall outside the moving image are left out. Deterministic for a given ``seed``.
     """
-    rng = np.random.default_rng(seed)
-    fg = np.flatnonzero(fixed_mask.ravel())
-    pick = np.sort(rng.choice(fg, min(points, fg.size), replace=False))
-    ijk = np.stack(np.unravel_index(pick, fixed.shape), axis=-1)
-    world = torch.from_numpy(apply_affine(fixed_affine, ijk))
+    pick, world = _foreground_sample(fixed_mask, fixed_affine, points, seed)
     centre = fov_corners_world(moving.shape, moving_affine).mean(axis=0)
-    to_moving = torch.from_numpy(np.linalg.inv(moving_affine))
-    size = torch.tensor(moving.shape, dtype=torch.float64)
     rotation_deg = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     shift_mm = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     c = torch.from_numpy(centre)
     mi = torch.tensor(0.0)
     for fwhm in levels_mm:
-        sigma_f = fwhm / 2.3548 / voxel_sizes_mm(fixed_affine)
-        sigma_m = fwhm / 2.3548 / voxel_sizes_mm(moving_affine)
-        f_s = ndimage.gaussian_filter(fixed, sigma_f).ravel()[pick]
-        m_s = ndimage.gaussian_filter(moving, sigma_m)
+        f_s = _smoothed(fixed, fixed_affine, fwhm).ravel()[pick]
+        m_s = _smoothed(moving, moving_affine, fwhm)
         a = torch.from_numpy(_unit_range(f_s, f_s))
-        vol = torch.from_numpy(_unit_range(m_s, m_s[m_s > np.percentile(m_s, 50)]))[None, None]
+        sample = _sampler(_unit_range(m_s, m_s[m_s > np.percentile(m_s, 50)]), moving_affine)
         optimiser = torch.optim.Adam([rotation_deg, shift_mm], lr=step)
         for it in range(iterations):
             for group in optimiser.param_groups:
                 group["lr"] = step * 0.5 * (1.0 + math.cos(math.pi * it / iterations))
             rot = torch.linalg.matrix_exp(_skew((rotation_deg * math.pi / 180.0)[None]))[0]
             # the moving image's header position of each true position y: T⁻¹(y) = Rᵀ (y - c - t) + c
-            header = (world - c - shift_mm) @ rot + c
-            vox = header @ to_moving[:3, :3].T + to_moving[:3, 3]
-            inside = ((vox > -0.5) & (vox < size - 0.5)).all(dim=1).to(torch.float64)
-            grid = (2.0 * vox / (size - 1).clamp(min=1) - 1.0).flip(-1)  # grid_sample wants (k, j, i)
-            b = torch.nn.functional.grid_sample(
-                vol, grid[None, None, None].to(vol.dtype), mode="bilinear", padding_mode="border", align_corners=True
-            )[0, 0, 0, 0]
+            b, inside = sample((world - c - shift_mm) @ rot + c)
             mi = soft_mutual_information(a, b, inside)
             optimiser.zero_grad()
             (-mi).backward()

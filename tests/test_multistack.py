@@ -86,3 +86,18 @@ def test_barely_overlapping_stacks_warn_in_one_line(phantom_stacks, tmp_path):
     assert code == 0
     warnings = [line for line in err.splitlines() if line.startswith("inrsr: warning: ")]
     assert len(warnings) == 1 and "far.nii.gz" in warnings[0] and "overlaps only" in warnings[0]
+
+
+def test_an_unrelated_stack_is_reported(phantom_stacks, tmp_path):
+    tmp, p = phantom_stacks
+    img = nib.load(str(p["t2cor"]))
+    noise = np.random.default_rng(0).uniform(size=img.shape).astype(np.float32)
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(noise, img.affine), str(other))
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", other, "-o", tmp_path / "o", *FAST, "--max-steps", "2"])
+    assert code == 0
+    warnings = [line for line in err.splitlines() if line.startswith("inrsr: warning: ")]
+    assert len(warnings) == 1 and "other.nii.gz" in warnings[0] and "same subject" in warnings[0]
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "o2", *FAST,
+                        "--max-steps", "2"])
+    assert code == 0 and "warning" not in err
