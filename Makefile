@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench exp clean
+.PHONY: install demo test bench exp register patient01 clean
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ bench: install
 # tables and figures in experiments/results. EXP_FULL=1 gives the paper-network methods their full budget.
 exp: install
 	$(BIN)/python experiments/exp.py
+
+# --register brought back from a known motion on BraTS, both scenarios (about 20 min on 2 CPU cores)
+register: install
+	$(BIN)/python experiments/register.py --scenario same
+	$(BIN)/python experiments/register.py --scenario cross
+
+# Real clinical stacks (open_ms_raw/patient01), with and without --register, checked and drawn (about 12 min)
+patient01: install
+	$(BIN)/python experiments/patient01.py
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache

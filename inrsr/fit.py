@@ -304,17 +304,17 @@ def fit_field(
                     poses.rotation_deg.copy_(init[:, :3])
                     poses.shift_mm.copy_(init[:, 3:])
         optimiser = make_optimiser(model, config, poses)
-        # Stacks that share a contrast with another stack are aligned by their data; a stack with a
-        # contrast of its own is aligned by the MI between its voxels and the reference stack's
-        # contrast predicted through its forward model (its own head would follow it anywhere).
-        mi_driven, ref_contrast = None, 0
+        # Stacks that share a contrast with another stack are aligned by their data. Every stack
+        # whose contrast differs from the reference stack's is also pulled by the MI between its
+        # voxels and the reference contrast predicted through its forward model; for a stack with
+        # a contrast of its own that is the only pull (its own head would follow it anywhere).
+        mi_driven = data_blind = None
+        ref_contrast = 0
         if poses is not None:
             stack_contrast = [int(train.contrast_id[train.stack_id == k][0]) for k in range(n_stacks)]
             ref_contrast = stack_contrast[config.register_stack]
-            mi_driven = torch.tensor(
-                [k != config.register_stack and stack_contrast.count(c) == 1 and c != ref_contrast
-                 for k, c in enumerate(stack_contrast)], device=device,
-            )
+            mi_driven = torch.tensor([c != ref_contrast for c in stack_contrast], device=device)
+            data_blind = torch.tensor([stack_contrast.count(c) == 1 for c in stack_contrast], device=device)
         coords, values = train.coords.to(device), train.values.to(device)
         cids, mi_coords = train.contrast_id.to(device), train.mi_coords.to(device)
         sids = train.stack_id.to(device)
@@ -392,7 +392,7 @@ def fit_field(
                     c, s = cids[idx], sids[idx]
                     pts = profile_points(coords[idx], offsets[s], s, poses)
                     by_mi = mi_driven[s] if mi_driven is not None else None
-                    data_pts = pts if by_mi is None else torch.where(by_mi[:, None, None], pts.detach(), pts)
+                    data_pts = pts if data_blind is None else torch.where(data_blind[s][:, None, None], pts.detach(), pts)
                     with autocast:
                         pred = profile_forward(model, data_pts, c, weights[s])
                     sq = (pred.float() - values[idx]) ** 2

@@ -38,7 +38,10 @@ def plot_mi_curve(
         ax.axhline(truth_mi, color="grey", ls=":", label="MI of the truths")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MI between predicted contrasts (nats)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
+    else:  # one contrast: there is no pair to monitor
+        ax.text(0.5, 0.5, "one contrast: no MI to monitor", ha="center", va="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
