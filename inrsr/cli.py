@@ -185,7 +185,7 @@ def check(model_path, holdout, output, overwrite, quiet):
         if not p.parent.is_dir():
             raise InputError(f"{p.parent}: output folder does not exist")
     report = check_model(model_path, holdout, progress=not quiet)
-    click.echo(f"{'stack':<40} {'test':<22} {'PSNR dB':>8} {'nRMSE':>7} {'corr':>6}")
+    click.echo(f"{'stack':<40} {'test':<26} {'PSNR dB':>8} {'nRMSE':>7} {'corr':>6}")
     for row in report["stacks"]:
         name = Path(row["path"]).name
         lines = [("self-consistency", row["self"])]
@@ -195,7 +195,7 @@ def check(model_path, holdout, output, overwrite, quiet):
             if "cubic" in lo:
                 lines.append(("left out (slices): cubic", lo["cubic"]))
         for label, sc in lines:
-            click.echo(f"{name:<40} {label:<22} {sc['psnr']:>8.2f} {sc['nrmse']:>7.4f} {sc['corr']:>6.3f}")
+            click.echo(f"{name:<40} {label:<26} {sc['psnr']:>8.2f} {sc['nrmse']:>7.4f} {sc['corr']:>6.3f}")
     if output is not None:
         write_text(output, json.dumps(report, indent=2, default=float))
 
