@@ -17,7 +17,7 @@ from .intensity import IntensityScale
 from .io import HeaderCodes, atomic_path
 from .samples import Subject
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_tagged"]
 
 FORMAT = "inrsr-model-1"
 
@@ -53,18 +53,26 @@ def save_checkpoint(
     return p
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject, HeaderCodes, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns model (eval mode), config,
-    subject description, header codes and the raw payload."""
+def read_tagged(path: str | os.PathLike, fmt: str, what: str, missing: str) -> dict:
+    """The dict saved with ``torch.save`` at ``path`` whose ``format`` is ``fmt``, loaded on the CPU
+    without running code (``weights_only``). :class:`InputError` says ``missing`` when there is no
+    file and names ``what`` the file should have been otherwise."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: model file not found")
+        raise InputError(f"{p}: {missing}")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{p}: not an inrsr model file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"{p}: not an inrsr model file (format {payload.get('format') if isinstance(payload, dict) else '?'})")
+        raise InputError(f"{p}: not an {what} ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise InputError(f"{p}: not an {what} (format {payload.get('format') if isinstance(payload, dict) else '?'})")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject, HeaderCodes, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns model (eval mode), config,
+    subject description, header codes and the raw payload."""
+    payload = read_tagged(path, FORMAT, "inrsr model file", "model file not found")
     config = FitConfig.from_dict(payload["config"])
     normaliser = Normaliser.from_dict(payload["normaliser"])
     model = build_field(payload["contrasts"], config, normaliser.scale_mm)

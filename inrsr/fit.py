@@ -10,14 +10,15 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import read_tagged
 from .config import FitConfig
 from .errors import InputError
 from .field import Field, build_field
@@ -239,15 +240,10 @@ def save_fit_state(path: str | os.PathLike, state: dict) -> None:
 
 def load_fit_state(path: str | os.PathLike | None, config: FitConfig, n_points: int) -> dict:
     """A training state saved by :func:`fit_field`, checked against this fit's config and data."""
-    p = Path(path) if path is not None else None
-    if p is None or not p.is_file():
-        raise InputError(f"{p}: no interrupted fit to resume (the state file is missing)")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputError(f"{p}: unreadable fit state ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise InputError(f"{p}: not an inrsr fit state")
+    if path is None:
+        raise InputError("no state file to resume from")
+    p = Path(path)
+    state = read_tagged(p, STATE_FORMAT, "inrsr fit state", "no interrupted fit to resume (the state file is missing)")
     saved = FitConfig.from_dict(state["config"])
     changed = [k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.to_dict().get(k) != v]
     if changed:
