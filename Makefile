@@ -31,10 +31,11 @@ bench: install
 exp: install
 	$(BIN)/python experiments/exp.py
 
-# --register brought back from a known motion on BraTS, both scenarios (about 20 min on 2 CPU cores)
+# --register brought back from a known motion, three scenarios (about 30 min on 2 CPU cores)
 register: install
 	$(BIN)/python experiments/register.py --scenario same
 	$(BIN)/python experiments/register.py --scenario cross
+	$(BIN)/python experiments/register.py --scenario cross_ms
 
 # Real clinical stacks (open_ms_raw/patient01), with and without --register, checked and drawn (about 12 min)
 patient01: install

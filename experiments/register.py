@@ -1,8 +1,9 @@
 """Proof of ``--register``: a stack moved by a known rigid motion is brought back.
 
-On the shared BraTS case (slab protocol, factor 4), two scenarios: ``cross`` (t1c axial + t2w
+Slab protocol, factor 4, three scenarios: on the shared BraTS case ``cross`` (t1c axial + t2w
 coronal: the moved stack has a contrast of its own and is aligned by MI) and ``same`` (t2w axial
-+ t2w coronal: the moved stack is aligned by the data loss). The second stack's header is
++ t2w coronal: the moved stack is aligned by the data loss); on open_ms patient07 ``cross_ms``
+(FLAIR axial + T2 coronal). The second stack's header is
 perturbed by a known rigid motion (default 3 mm and 3°). Three fits with the `default` preset,
 each rendered on the truth's 1 mm grid and scored inside the brain:
 
@@ -53,9 +54,11 @@ def perturbation(shape: tuple[int, ...], affine: np.ndarray, shift_mm: float, an
 
 SCENARIOS = {
     # two contrasts: the moved stack is aligned by MI (its own head would follow it anywhere)
-    "cross": (("t1", "t1c.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal")),
+    "cross": ("brats_gli_00001", (("t1", "t1c.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal"))),
     # one contrast in two orientations: the moved stack is aligned by the data loss itself
-    "same": (("t2", "t2w.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal")),
+    "same": ("brats_gli_00001", (("t2", "t2w.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal"))),
+    # two contrasts on a second subject (open_ms patient07)
+    "cross_ms": ("open_ms/patient07", (("flair", "flair.nii.gz", "axial"), ("t2", "t2.nii.gz", "coronal"))),
 }
 
 
@@ -66,10 +69,11 @@ def main() -> None:
     ap.add_argument("--angle-deg", type=float, default=3.0)
     ap.add_argument("--preset", default="default")
     args = ap.parse_args()
-    root = data_root() / "brats_gli_00001"
+    folder, scenario = SCENARIOS[args.scenario]
+    root = data_root() / folder
     work = Path(tempfile.mkdtemp(prefix="inrsr_register_"))
     specs, truths = [], {}
-    for k, (contrast, fname, view) in enumerate(SCENARIOS[args.scenario]):
+    for k, (contrast, fname, view) in enumerate(scenario):
         data, affine = load_volume(str(root / fname))
         truths[contrast] = (str(root / fname), data)
         lo, lo_affine = simulate_stack(data, affine, view_axis(affine, view), 4, "slab")
@@ -86,7 +90,7 @@ def main() -> None:
     ref_path, first_truth = next(iter(truths.values()))
     mask = brain_mask(first_truth)
     config = preset(args.preset)
-    results: dict = {"scenario": args.scenario, "stacks": SCENARIOS[args.scenario], "shift_mm": args.shift_mm,
+    results: dict = {"scenario": args.scenario, "subject": folder, "stacks": scenario, "shift_mm": args.shift_mm,
                      "angle_deg": args.angle_deg, "preset": args.preset, "runs": {}}
     start = rigid_error(np.eye(4), truth, points)
     results["before"] = {"mean_mm": start[0], "angle_deg": start[1]}
@@ -122,9 +126,9 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     stem = f"register_{args.scenario}"
     (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    names = " + ".join(f"{c} {v}" for c, _, v in SCENARIOS[args.scenario])
+    names = " + ".join(f"{c} {v}" for c, _, v in scenario)
     lines = [
-        f"# `--register` on BraTS ({names}, slab ×4): the second stack moved by {args.shift_mm} mm and "
+        f"# `--register` on {folder} ({names}, slab ×4): the second stack moved by {args.shift_mm} mm and "
         f"{args.angle_deg}°",
         "",
         f"- Misalignment before: {start[0]:.2f} mm (mean over the stack's foreground), {start[1]:.2f}°.",
