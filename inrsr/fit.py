@@ -244,8 +244,8 @@ def load_fit_state(path: str | os.PathLike | None, config: FitConfig, n_points: 
         raise InputError("no state file to resume from")
     p = Path(path)
     state = read_tagged(p, STATE_FORMAT, "inrsr fit state", "no interrupted fit to resume (the state file is missing)")
-    saved = FitConfig.from_dict(state["config"])
-    changed = [k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.to_dict().get(k) != v]
+    saved = FitConfig.from_dict(state["config"]).to_dict()
+    changed = [k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v]
     if changed:
         raise InputError(f"{p}: cannot resume with different options ({', '.join('--' + c.replace('_', '-') for c in changed)})")
     if state["n_points"] != n_points:

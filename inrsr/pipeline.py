@@ -105,10 +105,14 @@ def reference_grid(path: str | os.PathLike) -> tuple[Grid, HeaderCodes]:
     return Grid(tuple(int(n) for n in data.shape), np.asarray(img.affine, dtype=np.float64)), HeaderCodes.from_header(img.header)
 
 
-def training_set(stacks: list[Stack], config: FitConfig) -> tuple[Subject, TrainingSet]:
-    """The subject description and training tensors that ``config`` asks for."""
+def training_set(
+    stacks: list[Stack], config: FitConfig, exclude: list[np.ndarray | None] | None = None
+) -> tuple[Subject, TrainingSet]:
+    """The subject description and training tensors that ``config`` asks for (``exclude``: voxels
+    held out per stack, see :func:`build_training_set`)."""
     return build_training_set(
-        stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points
+        stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points,
+        exclude,
     )
 
 
@@ -380,10 +384,7 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
                 continue
             exclude = np.zeros(s.shape, dtype=bool)
             np.moveaxis(exclude, s.slice_axis, 0)[held] = True
-            sub, train = build_training_set(
-                stacks, refit.background_ratio, refit.mi_points, refit.seed, refit.slice_profile,
-                refit.profile_points, exclude=[exclude if i == k else None for i in range(len(stacks))],
-            )
+            sub, train = training_set(stacks, refit, [exclude if i == k else None for i in range(len(stacks))])
             field = fit_field(train, sub.contrasts, refit, progress=progress).field
             where = mask & exclude
             pred = resimulate(field, s, sub, refit, where=where)
