@@ -15,6 +15,7 @@ from .field import Field, build_field
 from .geometry import Box, Normaliser
 from .intensity import IntensityScale
 from .io import HeaderCodes, atomic_path
+from .prior import BaseVolume
 from .samples import Subject
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_tagged"]
@@ -75,8 +76,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject,
     payload = read_tagged(path, FORMAT, "inrsr model file", "model file not found")
     config = FitConfig.from_dict(payload["config"])
     normaliser = Normaliser.from_dict(payload["normaliser"])
-    model = build_field(payload["contrasts"], config, normaliser.scale_mm)
-    model.load_state_dict(payload["state_dict"])
+    state = payload["state_dict"]
+    base = BaseVolume.empty_like_state(state, "base.") if "base.volume" in state else None
+    model = build_field(payload["contrasts"], config, normaliser.scale_mm, base)
+    model.load_state_dict(state)
     model.eval()
     subject = Subject(
         contrasts=list(payload["contrasts"]),

@@ -84,6 +84,14 @@ class FitConfig:
         "--register uses 0.5 when 0)"
     )
     c2f_start_mm: float = option_field(16.0, "finest detail, mm, allowed at the start of coarse-to-fine training")
+    # prior: what the network learns a residual over
+    base: str = option_field(
+        "none",
+        "none: the network is the whole field (the paper); cubic: the network learns a residual over a "
+        "cubic B-spline interpolation of each contrast's own stacks (not used with --register, whose "
+        "stacks move during the fit)",
+        ("none", "cubic"),
+    )
     # network
     variant: str = option_field(
         "split",
@@ -191,6 +199,7 @@ PRESETS: dict[str, FitConfig] = {
         background_ratio=0.25,
         slice_profile="box",
         profile_points=4,
+        base="cubic",
         reg_weight=0.03,
         reg_points=2048,
         mi_every=100,

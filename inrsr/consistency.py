@@ -17,7 +17,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from scipy.interpolate import CubicSpline
 
 from .config import FitConfig
 from .field import Field
@@ -27,7 +26,7 @@ from .io import Stack
 from .metrics import psnr
 from .samples import Subject, profile_offsets
 
-__all__ = ["resimulate", "stack_scores", "held_out_slices", "cubic_between_slices", "registered_stacks"]
+__all__ = ["resimulate", "stack_scores", "held_out_slices", "registered_stacks"]
 
 
 def registered_stacks(stacks: list[Stack], matrices: list[np.ndarray] | None) -> list[Stack]:
@@ -90,15 +89,3 @@ def held_out_slices(n_slices: int, every: int) -> np.ndarray:
         raise ValueError(f"every must be at least 2, got {every}")
     idx = np.arange(every // 2, n_slices - 1, every)
     return idx[idx > 0]
-
-
-def cubic_between_slices(data: np.ndarray, axis: int, held: np.ndarray) -> np.ndarray:
-    """Slices ``held`` of ``data`` along ``axis`` predicted by a cubic spline (not-a-knot) through
-    the kept slices at their positions; other slices are returned as they are."""
-    n = data.shape[axis]
-    kept = np.setdiff1d(np.arange(n), held)
-    moved = np.moveaxis(np.asarray(data, dtype=np.float64), axis, 0)
-    spline = CubicSpline(kept, moved[kept], axis=0)
-    out = moved.copy()
-    out[held] = spline(held)
-    return np.moveaxis(out, 0, axis).astype(np.float32)

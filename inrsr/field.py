@@ -11,6 +11,7 @@ from torch import nn
 
 from .config import FitConfig
 from .encodings import Encoding, FourierFeatures, level_cells_mm, make_hash_grid
+from .prior import BaseVolume
 
 __all__ = ["Field", "build_field", "build_encoding"]
 
@@ -42,13 +43,22 @@ class Field(nn.Module):
       model); a loss on contrast *c* sends no gradient into the other contrasts' heads.
     * ``vanilla``: one shared trunk and one shared output layer ``width → C``.
     * ``single``: an independent encoding+trunk+head per contrast (each contrast fitted alone).
+
+    With a ``base`` (:class:`~inrsr.prior.BaseVolume`), the network's output is a residual added to
+    the base's interpolated values, contrast by contrast.
     """
 
     def __init__(
-        self, contrasts: list[str], config: FitConfig, mm_per_unit: float, generator: torch.Generator | None = None
+        self,
+        contrasts: list[str],
+        config: FitConfig,
+        mm_per_unit: float,
+        generator: torch.Generator | None = None,
+        base: BaseVolume | None = None,
     ):
         super().__init__()
         self.contrasts = list(contrasts)
+        self.base = base
         self.variant = config.variant
         n_c = len(self.contrasts)
 
@@ -82,6 +92,11 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
+        out = self.residual(x)
+        return out if self.base is None else out.float() + self.base(x)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""
         if self.variant == "single":
             cols = [h(t(e(x))) for e, t, h in zip(self.encodings, self.trunks, self.heads)]
             return torch.cat(cols, dim=1)
@@ -96,6 +111,12 @@ class Field(nn.Module):
         Evaluates each head (or each network, for ``single``) only on its own points, which is what
         training needs and saves the work of the other heads.
         """
+        out = self._own_residual(x, contrast_id)
+        if self.base is None:
+            return out
+        return out.float() + self.base(x).gather(1, contrast_id[:, None])[:, 0]
+
+    def _own_residual(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         if self.variant == "vanilla":
             return self.out(self.trunk(self.encoding(x))).gather(1, contrast_id[:, None])[:, 0]
         out = x.new_empty(x.shape[0])
@@ -111,13 +132,15 @@ class Field(nn.Module):
         return out
 
 
-def build_field(contrasts: list[str], config: FitConfig, mm_per_unit: float) -> Field:
+def build_field(
+    contrasts: list[str], config: FitConfig, mm_per_unit: float, base: BaseVolume | None = None
+) -> Field:
     """A freshly initialised field; its parameters depend only on ``config.seed``.
 
     ``mm_per_unit`` is the normaliser's scale (world mm per normalised unit), which fixes the
-    hash grid's cell sizes in mm.
+    hash grid's cell sizes in mm; ``base`` is the prior the network adds to (none by default).
     """
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return Field(contrasts, config, mm_per_unit, generator)
+        return Field(contrasts, config, mm_per_unit, generator, base)

@@ -287,7 +287,7 @@ def fit_field(
     device = resolve_device(config.device)
     n_c = len(contrasts)
     with torch_threads(config.threads):
-        model = build_field(contrasts, config, train.mm_per_unit).to(device)
+        model = build_field(contrasts, config, train.mm_per_unit, train.base).to(device)
         n_stacks = int(train.profile_weights.shape[0])
         poses = None
         if config.register and n_stacks > 1:

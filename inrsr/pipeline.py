@@ -18,11 +18,13 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FitConfig
 from .errors import InputError, InputWarning
 from .fit import fit_field, resolve_device, torch_threads
-from .consistency import cubic_between_slices, held_out_slices, registered_stacks, resimulate, stack_scores
+from .baselines import cubic_between_slices
+from .consistency import held_out_slices, registered_stacks, resimulate, stack_scores
 from .geometry import Box, Grid, fov_corners_world, isotropic_grid, overlap_fraction, rigid_error, union_box, voxel_sizes_mm
 from .field import Field
 from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti, write_text
 from .plots import plot_mi_curve
+from .prior import cubic_base
 from .register import align_rigid, similarity
 from .render import render_grid
 from .samples import Subject, TrainingSet, build_training_set
@@ -109,11 +111,15 @@ def training_set(
     stacks: list[Stack], config: FitConfig, exclude: list[np.ndarray | None] | None = None
 ) -> tuple[Subject, TrainingSet]:
     """The subject description and training tensors that ``config`` asks for (``exclude``: voxels
-    held out per stack, see :func:`build_training_set`)."""
-    return build_training_set(
+    held out per stack, see :func:`build_training_set`), with the base of ``config.base`` (none
+    when registering: the stacks move during the fit)."""
+    subject, train = build_training_set(
         stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points,
         exclude,
     )
+    if config.base == "cubic" and not config.register:
+        train = replace(train, base=cubic_base(stacks, subject, exclude))
+    return subject, train
 
 
 def render_subject(

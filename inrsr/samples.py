@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ from .geometry import Box, Normaliser, apply_affine, direction_cosines, fov_corn
 from .intensity import IntensityScale, fit_intensity_scale
 from .io import Stack
 from .masks import estimate_foreground
+
+if TYPE_CHECKING:  # prior.py imports this module
+    from .prior import BaseVolume
 
 __all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "slice_profile", "profile_offsets"]
 
@@ -50,6 +54,7 @@ class TrainingSet:
     stack_centres : (S, 3) float32, normalised centres of the stacks' fields of view.
     mm_per_unit : world mm per normalised unit (the normaliser's scale).
     gap_mm : the largest slice spacing among the stacks, mm (how far apart sampled planes can be).
+    base : the prior the network learns a residual over (:mod:`inrsr.prior`), or ``None``.
     """
 
     coords: torch.Tensor
@@ -62,6 +67,7 @@ class TrainingSet:
     stack_centres: torch.Tensor
     mm_per_unit: float
     gap_mm: float
+    base: "BaseVolume | None" = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from inrsr.config import preset
-from inrsr.consistency import cubic_between_slices, held_out_slices, registered_stacks, resimulate, stack_scores
+from inrsr.baselines import cubic_between_slices
+from inrsr.consistency import held_out_slices, registered_stacks, resimulate, stack_scores
 from inrsr.fit import fit_field
 from inrsr.io import Stack
 from inrsr.masks import estimate_foreground
