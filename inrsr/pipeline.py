@@ -361,13 +361,14 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     With ``holdout_every`` ≥ 2, each stack is also predicted by a refit that has not seen it: a
     stack whose contrast another stack has is left out whole; otherwise every
     ``holdout_every``-th slice is left out and cubic interpolation between the kept slices is
-    scored on the same voxels. Refits use the model's options with its transforms held fixed.
+    scored on the same voxels. Refits use the model's options and foregrounds, with its
+    transforms held fixed.
     """
     model, config, subject, _, payload = load_checkpoint(model_path)
-    stacks = registered_stacks(
-        _stacks_of_model(payload), [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]]
-    )
     masks = [m for m, _ in subject.foregrounds]
+    # Refits train on the foregrounds the fit used (user masks included), not on new estimates.
+    stacks = [replace(s, mask=m) for s, m in zip(_stacks_of_model(payload), masks)]
+    stacks = registered_stacks(stacks, [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]])
     rows = []
     for s, mask in zip(stacks, masks):
         pred = resimulate(model, s, subject, config, where=mask)

@@ -101,3 +101,34 @@ def test_an_unrelated_stack_is_reported(phantom_stacks, tmp_path):
     code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "o2", *FAST,
                         "--max-steps", "2"])
     assert code == 0 and "warning" not in err
+
+
+def test_check_refits_train_on_the_masks_the_fit_used(phantom_stacks, tmp_path, monkeypatch):
+    import inrsr.pipeline as pipeline
+
+    tmp, p = phantom_stacks
+    masks = []
+    for name in ("t1ax", "t2cor"):
+        img = nib.load(str(p[name]))
+        m = np.zeros(img.shape, np.uint8)
+        m[4:-4, 4:-4, :] = 1  # a user mask unlike any estimated foreground
+        masks.append(tmp_path / f"{name}_mask.nii.gz")
+        nib.save(nib.Nifti1Image(m, img.affine), str(masks[-1]))
+    out = tmp_path / "masked"
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "--mask", masks[0], "--mask", masks[1],
+                        "-o", out, *FAST])
+    assert code == 0, err
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(stacks, config, exclude=None):
+        seen.extend(s.mask for s in stacks)
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "training_set", spy)
+    with pytest.raises(Stop):
+        pipeline.check_model(out / "model.pt", holdout_every=4, progress=False)
+    for got, path in zip(seen, masks):
+        np.testing.assert_array_equal(got, np.asarray(nib.load(str(path)).dataobj) > 0)
