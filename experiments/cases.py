@@ -6,6 +6,8 @@ Used by the benchmark (``bench.py``) and the paper experiments. Data are read fr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from inrsr.io import HeaderCodes, load_image, save_nifti
-from inrsr.simulate import simulate_stack, view_axis
+from inrsr.simulate import simulate_stack, simulated_thickness_mm, view_axis
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "INRSR_DATA"
@@ -71,11 +73,15 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
         src = root / case.folder / fname
         truths[contrast] = str(src)
         out = folder / f"{contrast}_{view}.nii.gz"
+        img = nib.load(str(src))
+        axis = view_axis(img.affine, view)
         if not out.exists():
-            img = nib.load(str(src))
             data = np.asarray(img.dataobj, dtype=np.float32)
-            lo, aff = simulate_stack(data, img.affine, view_axis(img.affine, view), factor, protocol)
+            lo, aff = simulate_stack(data, img.affine, axis, factor, protocol)
             save_nifti(lo, aff, out, HeaderCodes.from_header(img.header))
+        # The BIDS sidecar a scanner would write: point samples are thin slices with gaps.
+        sidecar = {"SliceThickness": simulated_thickness_mm(img.affine, axis, factor, protocol)}
+        (folder / f"{contrast}_{view}.json").write_text(json.dumps(sidecar))
         stacks[contrast] = str(out)
     mask_path = folder / "mask.nii.gz"
     if not mask_path.exists():
@@ -84,3 +90,9 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
         mask = brain_mask(np.asarray(img.dataobj, dtype=np.float32)).astype(np.float32)
         save_nifti(mask, img.affine, mask_path, HeaderCodes.from_header(img.header))
     return {"stacks": stacks, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}
+
+
+def config_tag(config) -> str:
+    """Eight hex digits that change whenever a fit configuration does: part of the name of a cached
+    run, so that a changed preset is not answered from the cache."""
+    return hashlib.sha1(config.to_json().encode()).hexdigest()[:8]

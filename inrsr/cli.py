@@ -222,20 +222,26 @@ def _refuse_existing_file(path: str, overwrite: bool) -> None:
 @click.option("--overwrite", is_flag=True)
 @_fail_cleanly
 def simulate(hr, view, axis, factor, profile, output, overwrite):
-    """Make a thick-slice stack from an isotropic volume HR."""
-    from .io import HeaderCodes, load_image, save_nifti
-    from .simulate import simulate_stack, view_axis
+    """Make a thick-slice stack from an isotropic volume HR, with a BIDS sidecar (.json beside it)
+    giving its SliceThickness: one HR voxel for point samples, FACTOR voxels for slabs."""
+    from .io import HeaderCodes, load_image, save_nifti, sidecar_path, write_text
+    from .simulate import simulate_stack, simulated_thickness_mm, view_axis
 
     if (view is None) == (axis is None):
         raise InputError("give exactly one of --view or --axis")
     _refuse_existing_file(output, overwrite)
+    if sidecar_path(output).exists() and not overwrite:
+        raise InputError(f"{sidecar_path(output)}: output exists (use --overwrite to replace it)")
     data, img = load_image(hr, "volume")
     ax = axis if axis is not None else view_axis(img.affine, view)
     if data.shape[ax] < factor:
         raise InputError(f"{hr}: axis {ax} has {data.shape[ax]} voxels, fewer than --factor {factor}")
     lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
+    thickness = simulated_thickness_mm(img.affine, ax, factor, profile)
     save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
-    click.echo(f"{output}: {'×'.join(map(str, lr.shape))} voxels, thick axis {ax}", err=True)
+    write_text(sidecar_path(output), json.dumps({"SliceThickness": thickness}) + "\n")
+    click.echo(f"{output}: {'×'.join(map(str, lr.shape))} voxels, thick axis {ax}, slices {thickness:g} mm thick",
+               err=True)
 
 
 @main.command(context_settings=CONTEXT)

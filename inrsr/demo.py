@@ -17,7 +17,7 @@ from .metrics import evaluate
 from .phantom import head_phantom
 from .pipeline import StackSpec, fit_subject
 from .plots import plot_three_planes
-from .simulate import simulate_stack, view_axis
+from .simulate import simulate_stack, simulated_thickness_mm, view_axis
 
 __all__ = ["run_demo"]
 
@@ -44,10 +44,12 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
     specs, lows = [], {}
     for contrast, view in DEMO_STACKS.items():
         save_nifti(truths[contrast], affine, out / "inputs" / f"truth_{contrast}.nii.gz")
-        lr, lr_affine = simulate_stack(truths[contrast], affine, view_axis(affine, view), FACTOR, "point")
+        axis = view_axis(affine, view)
+        lr, lr_affine = simulate_stack(truths[contrast], affine, axis, FACTOR, "point")
         path = out / "inputs" / f"{contrast}_{view}_x{FACTOR}.nii.gz"
         save_nifti(lr, lr_affine, path)
-        specs.append(StackSpec(contrast, str(path)))
+        # point samples are thin slices with gaps between them
+        specs.append(StackSpec(contrast, str(path), simulated_thickness_mm(affine, axis, FACTOR, "point")))
         lows[contrast] = (lr, lr_affine)
     summary = fit_subject(specs, config, out / "fit", ref=str(out / "inputs" / "truth_t1.nii.gz"),
                           overwrite=overwrite, progress=progress)

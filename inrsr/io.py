@@ -138,11 +138,17 @@ def load_image(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
     return data, img
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The BIDS JSON sidecar beside a ``.nii``/``.nii.gz`` image: the same name ending in ``.json``."""
+    p = Path(path)
+    name = p.name
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+    return p.with_name(stem + ".json")
+
+
 def _sidecar_thickness(path: Path) -> float | None:
     """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image, if any."""
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
-    sidecar = path.with_name(stem + ".json")
+    sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return None
     try:

@@ -8,7 +8,7 @@ from nibabel.processing import resample_from_to
 
 from .geometry import rescaled_affine, world_axis_of
 
-__all__ = ["VIEWS", "PROFILES", "view_axis", "simulate_stack"]
+__all__ = ["VIEWS", "PROFILES", "view_axis", "simulate_stack", "simulated_thickness_mm"]
 
 VIEWS = {"sagittal": 0, "coronal": 1, "axial": 2}  # world axis across which slices are thick
 PROFILES = ("point", "slab")
@@ -50,3 +50,13 @@ def simulate_stack(
         blocks = moved.reshape(new_shape[axis], factor, *moved.shape[1:]).mean(axis=1)
         return np.ascontiguousarray(np.moveaxis(blocks, 0, axis), dtype=np.float32), new_affine
     raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+
+
+def simulated_thickness_mm(affine: np.ndarray, axis: int, factor: int, profile: str) -> float:
+    """Slice thickness (mm) of a stack made by :func:`simulate_stack` from an isotropic volume
+    with ``affine``: ``point`` samples are thin slices, one source voxel thick (with gaps between
+    them); a ``slab`` spans ``factor`` source voxels."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    spacing = float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, axis]))
+    return spacing if profile == "point" else factor * spacing

@@ -53,3 +53,30 @@ def test_views_pick_world_axes_on_real_orientations(shared_data):
         assert view_axis(aff, "coronal") == 1
         assert view_axis(aff, "sagittal") == 0
     assert view_axis(AFFINES["permuted"], "axial") == 0
+
+
+@pytest.mark.parametrize("profile, thickness", [("point", 1.2), ("slab", 4.8)])
+def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, profile, thickness):
+    import json
+
+    import nibabel as nib
+    from click.testing import CliRunner
+
+    from inrsr.cli import main
+    from inrsr.io import load_stack
+
+    hr = tmp_path / "hr.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 12, 16), dtype=np.float32),
+                             make_affine((1.2, 1.2, 1.2))), str(hr))
+    out = tmp_path / "lr.nii.gz"
+    r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "--factor", "4", "--profile", profile,
+                                  "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "lr.json").read_text()) == {"SliceThickness": pytest.approx(thickness)}
+    stack = load_stack(str(out), "t1")
+    assert stack.slice_spacing_mm == pytest.approx(4.8) and stack.slice_thickness_mm == pytest.approx(thickness)
+    r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "-o", str(tmp_path / "other.nii.gz")])
+    assert r.exit_code == 0
+    (tmp_path / "other.nii.gz").unlink()  # only the sidecar is left: still refused without --overwrite
+    r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "-o", str(tmp_path / "other.nii.gz")])
+    assert r.exit_code != 0 and "other.json: output exists" in r.stderr
