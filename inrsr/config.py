@@ -88,9 +88,10 @@ class FitConfig:
     base: str = option_field(
         "none",
         "none: the network is the whole field (the paper); cubic: the network learns a residual over a "
-        "cubic B-spline interpolation of each contrast's own stacks (not used with --register, whose "
-        "stacks move during the fit)",
-        ("none", "cubic"),
+        "cubic B-spline interpolation of each contrast's own stacks; auto: cubic when some stack's slices "
+        "are thinner than their spacing (gaps the forward model leaves unobserved), else none. Not used "
+        "with --register, whose stacks move during the fit",
+        ("none", "cubic", "auto"),
     )
     # network
     variant: str = option_field(
@@ -199,16 +200,17 @@ PRESETS: dict[str, FitConfig] = {
         background_ratio=0.25,
         slice_profile="box",
         profile_points=4,
-        base="cubic",
+        base="auto",
         reg_weight=0.03,
         reg_points=2048,
         mi_every=100,
         mi_points=20000,
     ),
 }
-# A quick look: the default engine with 8 levels × 4 features and fewer steps; under a minute on 2 CPU cores.
+# A quick look: the default engine with 8 levels × 4 features and fewer steps, always over the cubic
+# base (250 steps are too few to learn a whole field; see README, "Presets"); under a minute on 2 CPU cores.
 PRESETS["fast"] = PRESETS["default"].replace(
-    grid_levels=8, grid_features=4, max_steps=250, reg_points=1024, mi_every=50, mi_points=10000
+    grid_levels=8, grid_features=4, max_steps=250, reg_points=1024, mi_every=50, mi_points=10000, base="cubic"
 )
 
 

@@ -41,6 +41,8 @@ STATE_FILE = "fit_state.pt"
 MIN_OVERLAP = 0.5
 # Below this MI (nats) between two stacks where their headers place them, they are reported as unrelated.
 MIN_STACK_MI = 0.1
+# Slices thinner than their spacing by more than this leave gaps (``--base auto``), mm.
+GAP_TOL_MM = 0.01
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,18 @@ def training_set(
         stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points,
         exclude,
     )
-    if config.base == "cubic" and not config.register:
+    if uses_base(config, stacks):
         train = replace(train, base=cubic_base(stacks, subject, exclude))
     return subject, train
+
+
+def uses_base(config: FitConfig, stacks: list[Stack]) -> bool:
+    """Whether a fit of ``stacks`` learns a residual over a cubic base: ``--base cubic``, or
+    ``auto`` when some stack's slices are thinner than their spacing (its slice profiles leave
+    gaps that no voxel observes); never when registering."""
+    if config.register or config.base == "none":
+        return False
+    return config.base == "cubic" or any(s.slice_thickness_mm < s.slice_spacing_mm - GAP_TOL_MM for s in stacks)
 
 
 def render_subject(

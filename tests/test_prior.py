@@ -11,10 +11,10 @@ from inrsr.field import build_field
 from inrsr.geometry import apply_affine, isotropic_grid, rotation_from_vector
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
-from inrsr.pipeline import training_set
+from inrsr.pipeline import training_set, uses_base
 from inrsr.prior import cubic_base
 from inrsr.samples import describe_subject
-from inrsr.simulate import simulate_stack
+from inrsr.simulate import simulate_stack, simulated_thickness_mm
 
 
 def oblique_stacks() -> list[Stack]:
@@ -65,8 +65,7 @@ def test_a_stack_left_out_whole_leaves_its_contrast_to_the_others():
 
 def test_field_is_its_residual_plus_the_base_and_registering_drops_the_base():
     stacks = oblique_stacks()
-    cfg = preset("fast")
-    assert cfg.base == "cubic"
+    cfg = preset("fast", base="cubic")
     subject, train = training_set(stacks, cfg)
     field = build_field(subject.contrasts, cfg, train.mm_per_unit, train.base)
     x = train.coords[:500]
@@ -76,3 +75,19 @@ def test_field_is_its_residual_plus_the_base_and_registering_drops_the_base():
         torch.testing.assert_close(own, field(x).gather(1, train.contrast_id[:500, None])[:, 0])
     assert training_set(stacks, cfg.replace(register=True))[1].base is None
     assert training_set(stacks, cfg.replace(base="none"))[1].base is None
+
+
+def test_auto_base_only_where_slices_leave_gaps():
+    vols, aff, _ = head_phantom((40, 48, 36), seed=5)
+    cfg = preset("default")
+    assert cfg.base == "auto"
+    slabs = [Stack(*simulate_stack(vols["t1"], aff, 2, 3, "slab"), "t1",
+                   thickness_mm=simulated_thickness_mm(aff, 2, 3, "slab")),
+             Stack(*simulate_stack(vols["t2"], aff, 1, 3, "slab"), "t2")]
+    assert slabs[0].slice_thickness_mm == 3.0 and not uses_base(cfg, slabs)
+    thin = Stack(*simulate_stack(vols["t2"], aff, 1, 3, "point"), "t2",
+                 thickness_mm=simulated_thickness_mm(aff, 1, 3, "point"))
+    assert thin.slice_thickness_mm == 1.0 and uses_base(cfg, [slabs[0], thin])
+    assert training_set([slabs[0], thin], cfg)[1].base is not None
+    assert not uses_base(cfg.replace(register=True), [slabs[0], thin])
+    assert uses_base(cfg.replace(base="cubic"), slabs) and not uses_base(cfg.replace(base="none"), [thin])
