@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, data_root, load_volume, prepare  # noqa: E402
+from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -34,6 +34,11 @@ from inrsr.metrics import evaluate  # noqa: E402
 from inrsr.pipeline import StackSpec, load_stacks, reference_grid, render_subject, training_set  # noqa: E402
 
 METHODS = ("cubic", "fast", "default", "paper")
+
+
+def method_config(method: str, device: str, paper_budget: float):
+    """The fit configuration of a preset method: ``paper`` stops after ``paper_budget`` seconds."""
+    return preset(method, device=device, time_limit_s=paper_budget if method == "paper" else None)
 
 
 def run_method(spec: dict) -> dict:
@@ -46,10 +51,7 @@ def run_method(spec: dict) -> dict:
         vols = {c: interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stacks"].items()}
         out["render_s"] = time.perf_counter() - t0
     else:
-        overrides = {"device": spec["device"]}
-        if method == "paper":
-            overrides["time_limit_s"] = spec["paper_budget"]
-        config = preset(method, **overrides)
+        config = method_config(method, spec["device"], spec["paper_budget"])
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
         subject, train = training_set(stacks, config)
         res = fit_field(train, subject.contrasts, config, progress=False)
@@ -104,7 +106,8 @@ def main() -> None:
             paths = prepare(case, protocol, args.factor, root, out / "cache")
             results: dict[str, dict] = {}
             for method in args.methods.split(","):
-                cached = out / "runs" / f"{case_name}_{protocol}_{method}_{device}.json"
+                tag = "" if method == "cubic" else "_" + config_tag(method_config(method, device, args.paper_budget))
+                cached = out / "runs" / f"{case_name}_{protocol}_{method}_{device}{tag}.json"
                 if cached.exists() and not args.fresh:
                     results[method] = json.loads(cached.read_text())
                 else:

@@ -47,7 +47,7 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, data_root, load_volume, prepare  # noqa: E402
+from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -209,6 +209,9 @@ def _run_all(args: argparse.Namespace) -> list[dict]:
         case = CASES[case_name]
         paths = prepare(case, protocol, args.factor, root, cache / "stacks")
         tag = f"{case_name}_{protocol}_{method}{'_full' if full else ''}"
+        if method not in ("cubic", "smore"):
+            tag += "_" + config_tag(_inr_config(method, {"full": full, "inr_budget": args.inr_budget,
+                                                         "threads": args.threads}))
         run_file = cache / "runs" / f"{tag}.json"
         status = "cached"
         if not run_file.exists() or args.fresh:
