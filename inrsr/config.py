@@ -21,6 +21,7 @@ ENCODINGS = ("fourier", "hash")
 BACKENDS = ("auto", "torch", "tcnn")
 SLICE_PROFILES = ("point", "box", "gaussian")
 PRECISIONS = ("fp32", "bf16")
+BASES = ("none", "cubic", "auto")
 
 
 def option_field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -91,7 +92,7 @@ class FitConfig:
         "cubic B-spline interpolation of each contrast's own stacks; auto: cubic when some stack's slices "
         "are thinner than their spacing (gaps the forward model leaves unobserved), else none. Not used "
         "with --register, whose stacks move during the fit",
-        ("none", "cubic", "auto"),
+        BASES,
     )
     # network
     variant: str = option_field(

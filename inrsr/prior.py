@@ -20,9 +20,8 @@ from .geometry import isotropic_grid, slice_axis
 from .io import Stack
 from .samples import Subject
 
-__all__ = ["BaseVolume", "cubic_base", "MIN_BASE_SPACING_MM", "BASES"]
+__all__ = ["BaseVolume", "cubic_base", "MIN_BASE_SPACING_MM"]
 
-BASES = ("none", "cubic")
 # The base grid is never finer than this (memory: it is saved in model.pt); the network adds finer detail.
 MIN_BASE_SPACING_MM = 1.0
 
