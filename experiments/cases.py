@@ -7,7 +7,6 @@ Used by the benchmark (``bench.py``) and the paper experiments. Data are read fr
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from inrsr.io import HeaderCodes, load_image, save_nifti
+from inrsr.io import HeaderCodes, load_image, save_nifti, write_thickness_sidecar
 from inrsr.simulate import simulate_stack, simulated_thickness_mm, view_axis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +79,7 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
             lo, aff = simulate_stack(data, img.affine, axis, factor, protocol)
             save_nifti(lo, aff, out, HeaderCodes.from_header(img.header))
         # The BIDS sidecar a scanner would write: point samples are thin slices with gaps.
-        sidecar = {"SliceThickness": simulated_thickness_mm(img.affine, axis, factor, protocol)}
-        (folder / f"{contrast}_{view}.json").write_text(json.dumps(sidecar))
+        write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, protocol))
         stacks[contrast] = str(out)
     mask_path = folder / "mask.nii.gz"
     if not mask_path.exists():

@@ -224,7 +224,7 @@ def _refuse_existing_file(path: str, overwrite: bool) -> None:
 def simulate(hr, view, axis, factor, profile, output, overwrite):
     """Make a thick-slice stack from an isotropic volume HR, with a BIDS sidecar (.json beside it)
     giving its SliceThickness: one HR voxel for point samples, FACTOR voxels for slabs."""
-    from .io import HeaderCodes, load_image, save_nifti, sidecar_path, write_text
+    from .io import HeaderCodes, load_image, save_nifti, sidecar_path, write_thickness_sidecar
     from .simulate import simulate_stack, simulated_thickness_mm, view_axis
 
     if (view is None) == (axis is None):
@@ -239,7 +239,7 @@ def simulate(hr, view, axis, factor, profile, output, overwrite):
     lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
     thickness = simulated_thickness_mm(img.affine, ax, factor, profile)
     save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
-    write_text(sidecar_path(output), json.dumps({"SliceThickness": thickness}) + "\n")
+    write_thickness_sidecar(output, thickness)
     click.echo(f"{output}: {'×'.join(map(str, lr.shape))} voxels, thick axis {ax}, slices {thickness:g} mm thick",
                err=True)
 

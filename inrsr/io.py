@@ -146,6 +146,12 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return p.with_name(stem + ".json")
 
 
+def write_thickness_sidecar(path: str | os.PathLike, thickness_mm: float) -> Path:
+    """Write the BIDS sidecar of the image at ``path`` with its ``SliceThickness`` (mm), as a
+    scanner would; :func:`load_stack` reads it back. Returns the sidecar's path."""
+    return write_text(sidecar_path(path), json.dumps({"SliceThickness": float(thickness_mm)}) + "\n")
+
+
 def _sidecar_thickness(path: Path) -> float | None:
     """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image, if any."""
     sidecar = sidecar_path(path)

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
 
-from .geometry import rescaled_affine, world_axis_of
+from .geometry import rescaled_affine, voxel_sizes_mm, world_axis_of
 
 __all__ = ["VIEWS", "PROFILES", "view_axis", "simulate_stack", "simulated_thickness_mm"]
 
@@ -58,5 +58,5 @@ def simulated_thickness_mm(affine: np.ndarray, axis: int, factor: int, profile: 
     them); a ``slab`` spans ``factor`` source voxels."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    spacing = float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, axis]))
+    spacing = float(voxel_sizes_mm(affine)[axis])
     return spacing if profile == "point" else factor * spacing
