@@ -18,7 +18,7 @@ __all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "option_fi
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
 ENCODINGS = ("fourier", "hash")
-BACKENDS = ("auto", "torch", "tcnn")
+BACKENDS = ("auto", "torch", "native", "tcnn")
 SLICE_PROFILES = ("point", "box", "gaussian")
 PRECISIONS = ("fp32", "bf16")
 BASES = ("none", "cubic", "auto")
@@ -58,7 +58,8 @@ class FitConfig:
     grid_coarsest_mm: float = option_field(32.0, "cell size of the coarsest hash grid level, mm")
     grid_finest_mm: float = option_field(1.0, "cell size of the finest hash grid level, mm")
     grid_backend: str = option_field(
-        "auto", "hash grid implementation: tcnn on CUDA when importable (auto), pure torch, or tcnn", BACKENDS
+        "auto", "hash grid implementation. auto: tinycudann on CUDA when it imports, else a C kernel compiled on first "
+        "use for the CPU (native), else pure torch; torch, native or tcnn force one", BACKENDS
     )
     grid_lr: float = option_field(0.0, "Adam learning rate of the grid tables (0: same as --lr)")
     # forward model: how the field makes a thick-slice voxel

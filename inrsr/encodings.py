@@ -1,8 +1,8 @@
 """Coordinate encodings: ``(N, 3)`` normalised coordinates → ``(N, out_dim)`` features.
 
 Siblings behind one interface (:class:`Encoding`): Gaussian Fourier features (the paper's) and a
-multiresolution hash grid (Müller et al. 2022) in pure PyTorch, optionally run by tinycudann on
-CUDA. Grid resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's
+multiresolution hash grid (Müller et al. 2022) in PyTorch, run by a compiled C kernel on the CPU
+when one can be built (:mod:`inrsr.native`) and by tinycudann on CUDA when it imports. Grid resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's
 scale (world mm per normalised unit), so that a level's cell size means the same thing on every
 subject.
 """
@@ -14,6 +14,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from .native import NativeUnavailable, load_hashgrid
 
 __all__ = ["Encoding", "detail_weights", "FourierFeatures", "HashGrid", "level_cells_mm", "hash_corners", "make_hash_grid"]
 
@@ -104,8 +106,10 @@ class HashGrid(Encoding):
 
     Level ``l`` is a lattice with cubic cells of ``cells_mm[l]`` mm (anchored at normalised
     ``-1``). A level whose vertices over ``[-1, 1]³`` fit in the table is stored densely (one entry
-    per vertex, coordinates clamped to the lattice); finer levels are hashed into ``table_size``
-    entries. Output: ``levels × features`` values, coarsest level first.
+    per vertex, coordinates clamped to the lattice, so it takes only as many rows as it has
+    vertices); finer levels are hashed into ``table_size`` entries. The levels' rows follow each
+    other in one ``(rows, features)`` table, from ``level_offset``. Output: ``levels × features``
+    values, coarsest level first.
 
     Parameters
     ----------
@@ -114,6 +118,9 @@ class HashGrid(Encoding):
     log2_table_size : entries per level = ``2**log2_table_size``.
     mm_per_unit : world mm per normalised coordinate unit.
     init_scale : table entries start uniform in ``±init_scale``.
+    native : run the forward and backward passes through the compiled C kernel of
+        :mod:`inrsr.native` for CPU inputs that need no gradient themselves (training points,
+        rendering); points that carry a gradient (``--register``) take the PyTorch path.
     """
 
     def __init__(
@@ -124,8 +131,11 @@ class HashGrid(Encoding):
         mm_per_unit: float,
         init_scale: float = 1e-4,
         generator: torch.Generator | None = None,
+        native: bool = False,
     ):
         super().__init__()
+        # The compiled CPU kernel (raises NativeUnavailable when it cannot be built); not state.
+        self._kernel = load_hashgrid() if native else None
         self.levels, self.features = len(cells_mm), int(features)
         self.table_size = 1 << int(log2_table_size)
         inv_cell = torch.tensor([mm_per_unit / c for c in cells_mm], dtype=torch.float32)  # cells per unit
@@ -134,13 +144,16 @@ class HashGrid(Encoding):
         self.register_buffer("inv_cell", inv_cell)
         self.register_buffer("verts", verts.to(torch.int32))
         self.register_buffer("dense", dense)
-        self.register_buffer("level_offset", (torch.arange(self.levels) * self.table_size).to(torch.int32))
+        rows = torch.where(dense, verts**3, torch.full_like(verts, self.table_size))  # rows per level
+        offset = torch.cumsum(rows, 0) - rows
+        self.register_buffer("level_offset", offset.to(torch.int32))
         self.register_buffer("strides", torch.stack([torch.ones_like(verts), verts, verts * verts], -1).to(torch.int32))
         self.register_buffer("primes", torch.tensor([_to_int32(p) for p in _PRIMES], dtype=torch.int32))
         if not bool(dense[: int(dense.sum())].all()):
             raise ValueError("grid levels must be ordered coarsest first")
         self.n_dense = int(dense.sum())
-        table = (torch.rand(self.levels * self.table_size, self.features, generator=generator) * 2 - 1) * init_scale
+        self._uniform_rows = self.levels * self.table_size  # the layout before compaction (old checkpoints)
+        table = (torch.rand(int(rows.sum()), self.features, generator=generator) * 2 - 1) * init_scale
         self.table = nn.Parameter(table)
         self.out_dim = self.levels * self.features
         self.register_buffer("cells_mm", torch.tensor(cells_mm, dtype=torch.float32), persistent=False)
@@ -149,6 +162,18 @@ class HashGrid(Encoding):
     def set_detail_mm(self, cut_mm: float | None) -> None:
         """Damp the levels whose cells are below ``cut_mm`` (see :func:`detail_weights`)."""
         self.level_weights.copy_(detail_weights(self.cells_mm, cut_mm))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch's hook
+        """Accept tables saved before the compact layout (``table_size`` rows for every level):
+        each level keeps the rows it uses, and the offsets are this layout's."""
+        table = state_dict.get(prefix + "table")
+        if table is not None and table.shape[0] == self._uniform_rows != self.table.shape[0]:
+            sizes = torch.diff(torch.cat([self.level_offset.long(), torch.tensor([self.table.shape[0]])]))
+            state_dict[prefix + "table"] = torch.cat(
+                [table[lvl * self.table_size : lvl * self.table_size + int(n)] for lvl, n in enumerate(sizes)]
+            )
+            state_dict[prefix + "level_offset"] = self.level_offset.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table rows ``(N, L, 8)`` int64 and trilinear weights ``(N, L, 8)`` of each point's cell corners.
@@ -176,8 +201,12 @@ class HashGrid(Encoding):
         return idx, w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idx, w = self.corners(x)
-        out = _GridGather.apply(self.table, idx, w)  # (N, L, F)
+        if self._kernel is not None and x.device.type == "cpu" and not x.requires_grad and self.table.dtype == torch.float32:
+            out = _NativeGather.apply(self.table, x.detach().float().contiguous(), self)
+            out = out.view(x.shape[0], self.levels, self.features)
+        else:
+            idx, w = self.corners(x)
+            out = _GridGather.apply(self.table, idx, w)  # (N, L, F)
         if bool((self.level_weights < 1).any()):
             out = out * self.level_weights[None, :, None].to(out.dtype)
         return out.reshape(x.shape[0], self.out_dim)
@@ -214,6 +243,46 @@ class _GridGather(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_w = (rows * grad_out[..., None, :]).sum(-1)
         return grad_table, None, grad_w
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def _kernel_geometry(grid: "HashGrid") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The level arrays the C kernel reads: cells per unit (float32), vertices per axis (int32) and
+    first table row (int64) of each level, contiguous."""
+    return grid.inv_cell.contiguous(), grid.verts.contiguous(), grid.level_offset.to(torch.int64).contiguous()
+
+
+class _NativeGather(torch.autograd.Function):
+    """:class:`HashGrid`'s encoding by the compiled kernel: ``(N, 3)`` → ``(N, L·F)``; the
+    backward pass scatters into the table only (the points carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+        table, inv_cell, verts, offset = table.contiguous(), *_kernel_geometry(grid)
+        out = torch.empty(x.shape[0], grid.levels * grid.features, dtype=torch.float32)
+        grid._kernel.inrsr_hashgrid_forward(
+            _ptr(x), x.shape[0], _ptr(inv_cell), _ptr(verts), _ptr(offset), grid.levels, grid.n_dense,
+            grid.table_size, grid.features, _ptr(table), _ptr(out), torch.get_num_threads(),
+        )
+        ctx.save_for_backward(x)
+        ctx.grid = grid
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grid = ctx.grid
+        grad_out = grad_out.float().contiguous()
+        inv_cell, verts, offset = _kernel_geometry(grid)
+        grad_table = torch.zeros_like(grid.table, memory_format=torch.contiguous_format)
+        grid._kernel.inrsr_hashgrid_backward(
+            _ptr(x), x.shape[0], _ptr(inv_cell), _ptr(verts), _ptr(offset), grid.levels, grid.n_dense,
+            grid.table_size, grid.features, _ptr(grad_out), _ptr(grad_table), torch.get_num_threads(),
+        )
+        return grad_table, None, None
 
 
 class _TcnnHashGrid(Encoding):
@@ -255,15 +324,25 @@ def make_hash_grid(
     backend: str,
     generator: torch.Generator | None = None,
 ) -> Encoding:
-    """A hash grid from ``backend``: ``torch``; ``tcnn`` (error if unavailable); ``auto`` (tcnn
-    when it imports and CUDA is present, else torch with a warning if tcnn failed to import)."""
+    """A hash grid from ``backend``: ``torch`` (pure PyTorch); ``native`` (the compiled CPU kernel
+    of :mod:`inrsr.native`, error if it cannot be built); ``tcnn`` (error if unavailable); ``auto``
+    (tcnn when CUDA is present and it imports, else the compiled kernel when it builds, else pure
+    PyTorch, with a warning naming what failed). The table's contents depend only on
+    ``generator``, not on the backend."""
     if backend in ("auto", "tcnn") and torch.cuda.is_available():
         try:
             return _TcnnHashGrid(cells_mm, features, log2_table_size, mm_per_unit)
         except ImportError as exc:
             if backend == "tcnn":
                 raise
-            warnings.warn(f"tinycudann unavailable ({exc}); using the pure-PyTorch hash grid", stacklevel=2)
+            warnings.warn(f"tinycudann unavailable ({exc}); using the PyTorch hash grid", stacklevel=2)
     elif backend == "tcnn":
         raise RuntimeError("the tcnn hash-grid backend needs CUDA")
-    return HashGrid(cells_mm, features, log2_table_size, mm_per_unit, generator=generator)
+    native = backend == "native"
+    if backend == "auto":
+        try:
+            load_hashgrid()
+            native = True
+        except NativeUnavailable as exc:
+            warnings.warn(f"compiled hash-grid kernel unavailable ({exc}); using the pure-PyTorch path", stacklevel=2)
+    return HashGrid(cells_mm, features, log2_table_size, mm_per_unit, generator=generator, native=native)

@@ -1,4 +1,5 @@
-"""Hash grid encoding: exact hashing, exact trilinear interpolation, gradients, level layout."""
+"""Hash grid encoding: exact hashing, exact trilinear interpolation, gradients, level layout, and the
+compiled CPU kernel (the same numbers as the PyTorch path, and a fallback when it cannot be built)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from inrsr import native
 from inrsr.encodings import HashGrid, _GridGather, hash_corners, level_cells_mm, make_hash_grid
 
 MM = 120.0  # mm per normalised unit, as for a 240 mm box
@@ -24,9 +26,10 @@ def test_int32_hash_equals_exact_integer_hash():
         np.testing.assert_array_equal(hash_corners(c, 1 << log2).long().numpy(), (exact & ((1 << log2) - 1)).numpy())
 
 
+@pytest.mark.parametrize("use_native", [False, True])
 @pytest.mark.parametrize("cell_mm,log2,half", [(30.0, 16, 0.5), (1.0, 20, 0.03)])  # dense; hashed
-def test_trilinear_interpolation_reproduces_linear_functions(cell_mm, log2, half):
-    grid = HashGrid([cell_mm], 2, log2, MM)
+def test_trilinear_interpolation_reproduces_linear_functions(cell_mm, log2, half, use_native):
+    grid = HashGrid([cell_mm], 2, log2, MM, native=use_native)
     assert bool(grid.dense[0]) == (cell_mm == 30.0)
     x = (torch.rand(2000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1) * half
     lo = torch.floor((x.min(0).values + 1) * grid.inv_cell[0].double()).int()
@@ -52,8 +55,10 @@ def test_gather_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(_GridGather.apply, (table, idx, w))
 
 
-def test_gradients_reach_coordinates_and_tables():
-    grid = HashGrid(level_cells_mm(4, 32.0, 4.0), 2, 14, MM, init_scale=0.1)
+@pytest.mark.parametrize("use_native", [False, True])
+def test_gradients_reach_coordinates_and_tables(use_native):
+    # points that need a gradient (stack poses) take the PyTorch path even with the kernel
+    grid = HashGrid(level_cells_mm(4, 32.0, 4.0), 2, 14, MM, init_scale=0.1, native=use_native)
     x = (torch.rand(64, 3) * 1.6 - 0.8).requires_grad_(True)
     grid(x).square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -76,3 +81,81 @@ def test_backend_choice_without_cuda():
     assert isinstance(make_hash_grid([8.0], 2, 12, MM, "auto"), HashGrid)
     with pytest.raises(RuntimeError, match="needs CUDA"):
         make_hash_grid([8.0], 2, 12, MM, "tcnn")
+
+
+def _paired_grids(cells: list[float], features: int, log2: int) -> tuple[HashGrid, HashGrid]:
+    torch_grid = HashGrid(cells, features, log2, MM, init_scale=0.5, generator=torch.Generator().manual_seed(3))
+    native_grid = HashGrid(cells, features, log2, MM, native=True)
+    native_grid.load_state_dict(torch_grid.state_dict())
+    return torch_grid, native_grid
+
+
+def test_compiled_kernel_gives_the_pytorch_path_numbers():
+    # dense and hashed levels; points inside, on the edge of and outside the [-1, 1] box
+    torch_grid, native_grid = _paired_grids(level_cells_mm(12, 40.0, 0.8), 3, 15)
+    assert 0 < native_grid.n_dense < native_grid.levels
+    x = torch.rand(5000, 3, generator=torch.Generator().manual_seed(1)) * 2.4 - 1.2
+    x[:3] = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, -1.0, 1.0]])
+    expected, got = torch_grid(x), native_grid(x)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    grad_out = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2))
+    expected.backward(grad_out)
+    got.backward(grad_out)
+    torch.testing.assert_close(native_grid.table.grad, torch_grid.table.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_kernel_does_not_depend_on_the_thread_count():
+    _, grid = _paired_grids(level_cells_mm(6, 32.0, 1.0), 2, 14)
+    x = torch.rand(3000, 3, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            grid.table.grad = None
+            out = grid(x)
+            out.square().sum().backward()
+            results.append((out.detach().clone(), grid.table.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.fixture
+def no_compiler(monkeypatch, tmp_path):
+    """A fresh, empty kernel cache and a compiler that always fails."""
+    monkeypatch.setenv("INRSR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "false")
+    native.load_hashgrid.cache_clear()
+    yield
+    native.load_hashgrid.cache_clear()
+
+
+def test_auto_backend_falls_back_to_pytorch_when_the_kernel_cannot_be_built(no_compiler):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU choice")
+    with pytest.warns(UserWarning, match="compiled hash-grid kernel unavailable .*false failed on hashgrid.c"):
+        grid = make_hash_grid([8.0, 2.0], 2, 12, MM, "auto")
+    assert grid._kernel is None
+    assert grid(torch.zeros(4, 3)).shape == (4, 4)
+    with pytest.raises(native.NativeUnavailable, match="false failed"):
+        make_hash_grid([8.0], 2, 12, MM, "native")
+
+
+def test_dense_levels_take_only_their_vertices_and_old_tables_still_load():
+    grid = HashGrid(level_cells_mm(6, 40.0, 2.0), 2, 14, MM, init_scale=0.5, generator=torch.Generator().manual_seed(5))
+    per_level = torch.diff(torch.cat([grid.level_offset.long(), torch.tensor([grid.table.shape[0]])]))
+    expected = torch.where(grid.dense, grid.verts.long() ** 3, torch.full_like(per_level, grid.table_size))
+    assert torch.equal(per_level, expected) and grid.table.shape[0] < grid.levels * grid.table_size
+    # a table saved with table_size rows for every level (before the compact layout)
+    old = grid.state_dict()
+    uniform = torch.zeros(grid.levels * grid.table_size, 2)
+    for lvl, n in enumerate(per_level.tolist()):
+        start = int(grid.level_offset[lvl])
+        uniform[lvl * grid.table_size : lvl * grid.table_size + n] = grid.table.detach()[start : start + n]
+    old["table"] = uniform
+    old["level_offset"] = (torch.arange(grid.levels) * grid.table_size).to(torch.int32)
+    loaded = HashGrid(level_cells_mm(6, 40.0, 2.0), 2, 14, MM)
+    loaded.load_state_dict(old)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    assert torch.equal(loaded(x), grid(x))

@@ -1,0 +1,162 @@
+/* Multiresolution hash grid on the CPU: trilinear gather (forward) and scatter (backward).
+ *
+ * The same arithmetic as inrsr.encodings.HashGrid, fused: each point's eight cell corners, their
+ * table rows and trilinear weights are computed in registers and used at once, instead of
+ * materialising (N, L, 8) index and weight tensors. Layouts (all C-contiguous, float32 unless
+ * said otherwise):
+ *   x           (n, 3)            normalised coordinates
+ *   inv_cell    (levels,)         cells per normalised unit of each level
+ *   verts       (levels,) int32   vertices per axis of each level (dense levels only)
+ *   offset      (levels,) int64   first table row of each level
+ *   table       (rows, features)  every level's rows, from its offset
+ *   out         (n, levels * features)
+ * Levels [0, n_dense) are dense lattices (row = i + j V + k V^2, coordinates clamped to
+ * [0, V - 1]); the others are hashed (xor of coordinate times prime, mod table_size, a power of
+ * two). Corner c takes the (c >> d) & 1-th vertex along axis d.
+ *
+ * Work is split over POSIX threads: the forward pass by points; the backward pass by levels, whose
+ * table rows are disjoint, so that no two threads add into the same row and the result does not
+ * depend on the thread count.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_THREADS 64
+
+typedef struct {
+    const float *x;
+    int64_t n;
+    const float *inv_cell;
+    const int32_t *verts;
+    const int64_t *offset;
+    int32_t levels, n_dense, features;
+    int64_t table_size;
+    const float *table; /* forward */
+    float *out;
+    const float *grad_out; /* backward */
+    float *grad_table;
+    int64_t begin, end; /* points (forward) or levels (backward) of this thread */
+} job_t;
+
+static inline int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* floor(v) as an integer, for |v| < 2^31 (a cast and a correction; no libm call). */
+static inline int32_t floor_i32(float v) {
+    const int32_t i = (int32_t)v;
+    return i - (v < (float)i);
+}
+
+/* Table rows and trilinear weights of the eight corners of point p's cell at level l. Each axis
+ * contributes two terms (its lower and upper vertex), which the corners combine. */
+static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t rows[8], float w[8]) {
+    const float inv = j->inv_cell[l];
+    int32_t lo[3];
+    float wt[3][2];
+    for (int d = 0; d < 3; ++d) {
+        const float pos = (j->x[3 * p + d] + 1.0f) * inv;
+        lo[d] = floor_i32(pos);
+        const float fr = pos - (float)lo[d];
+        wt[d][0] = 1.0f - fr;
+        wt[d][1] = fr;
+    }
+    const int64_t offset = j->offset[l];
+    if (l < j->n_dense) {
+        const int32_t v = j->verts[l];
+        const int64_t stride[3] = {1, v, (int64_t)v * v};
+        int64_t term[3][2];
+        for (int d = 0; d < 3; ++d)
+            for (int b = 0; b < 2; ++b) term[d][b] = clamp_i32(lo[d] + b, 0, v - 1) * stride[d];
+        for (int c = 0; c < 8; ++c) rows[c] = offset + term[0][c & 1] + term[1][(c >> 1) & 1] + term[2][(c >> 2) & 1];
+    } else {
+        static const uint32_t primes[3] = {1u, 2654435761u, 805459861u};
+        const uint32_t mask = (uint32_t)(j->table_size - 1);
+        uint32_t term[3][2];
+        for (int d = 0; d < 3; ++d)
+            for (int b = 0; b < 2; ++b) term[d][b] = (uint32_t)(lo[d] + b) * primes[d];
+        for (int c = 0; c < 8; ++c)
+            rows[c] = offset + (int64_t)((term[0][c & 1] ^ term[1][(c >> 1) & 1] ^ term[2][(c >> 2) & 1]) & mask);
+    }
+    for (int c = 0; c < 8; ++c) w[c] = (wt[0][c & 1] * wt[1][(c >> 1) & 1]) * wt[2][(c >> 2) & 1];
+}
+
+static void *forward_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    const int32_t f_n = j->features;
+    int64_t rows[8];
+    float w[8];
+    for (int64_t p = j->begin; p < j->end; ++p) {
+        float *o = j->out + p * (int64_t)j->levels * f_n;
+        for (int32_t l = 0; l < j->levels; ++l) {
+            cell_corners(j, p, l, rows, w);
+            for (int32_t f = 0; f < f_n; ++f) {
+                float acc = 0.0f;
+                for (int c = 0; c < 8; ++c) acc += w[c] * j->table[rows[c] * f_n + f];
+                o[l * f_n + f] = acc;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void *backward_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    const int32_t f_n = j->features;
+    const int64_t stride = (int64_t)j->levels * f_n;
+    int64_t rows[8];
+    float w[8];
+    /* begin is this thread's index and end the thread count: levels are dealt round-robin, so
+     * that every thread gets coarse and fine ones. */
+    for (int32_t l = (int32_t)j->begin; l < j->levels; l += (int32_t)j->end) {
+        for (int64_t p = 0; p < j->n; ++p) {
+            const float *g = j->grad_out + p * stride + l * f_n;
+            cell_corners(j, p, l, rows, w);
+            for (int c = 0; c < 8; ++c) {
+                float *row = j->grad_table + rows[c] * f_n;
+                for (int32_t f = 0; f < f_n; ++f) row[f] += w[c] * g[f];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Run fn on n_threads copies of base, the calling thread taking the first. With interleave, copy t
+ * gets begin = t and end = the thread count; else the t-th of n_threads contiguous ranges of
+ * [0, total). */
+static void run_split(job_t base, int64_t total, int n_threads, int interleave, void *(*fn)(void *)) {
+    job_t jobs[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS];
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    if (n_threads > total) n_threads = total > 0 ? (int)total : 1;
+    for (int t = 0; t < n_threads; ++t) {
+        jobs[t] = base;
+        jobs[t].begin = interleave ? t : total * t / n_threads;
+        jobs[t].end = interleave ? n_threads : total * (t + 1) / n_threads;
+        started[t] = t > 0 && pthread_create(&threads[t], NULL, fn, &jobs[t]) == 0;
+    }
+    fn(&jobs[0]);
+    for (int t = 1; t < n_threads; ++t) {
+        if (started[t])
+            pthread_join(threads[t], NULL);
+        else
+            fn(&jobs[t]); /* thread creation failed: do its share here */
+    }
+}
+
+void inrsr_hashgrid_forward(const float *x, int64_t n, const float *inv_cell, const int32_t *verts,
+                            const int64_t *offset, int32_t levels, int32_t n_dense, int64_t table_size,
+                            int32_t features, const float *table, float *out, int32_t n_threads) {
+    job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, table, out, NULL, NULL, 0, 0};
+    run_split(j, n, n_threads, 0, forward_job);
+}
+
+/* grad_table must be zeroed by the caller; it receives the sum over points. */
+void inrsr_hashgrid_backward(const float *x, int64_t n, const float *inv_cell, const int32_t *verts,
+                             const int64_t *offset, int32_t levels, int32_t n_dense, int64_t table_size,
+                             int32_t features, const float *grad_out, float *grad_table, int32_t n_threads) {
+    job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, NULL, NULL, grad_out, grad_table,
+               0, 0};
+    run_split(j, levels, n_threads, 1, backward_job);
+}
