@@ -118,9 +118,8 @@ class HashGrid(Encoding):
     log2_table_size : entries per level = ``2**log2_table_size``.
     mm_per_unit : world mm per normalised coordinate unit.
     init_scale : table entries start uniform in ``±init_scale``.
-    native : run the forward and backward passes through the compiled C kernel of
-        :mod:`inrsr.native` for CPU inputs that need no gradient themselves (training points,
-        rendering); points that carry a gradient (``--register``) take the PyTorch path.
+    native : run the forward and backward passes (to the table and to the points) through the
+        compiled C kernel of :mod:`inrsr.native` for float32 tables on the CPU.
     """
 
     def __init__(
@@ -201,8 +200,8 @@ class HashGrid(Encoding):
         return idx, w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._kernel is not None and x.device.type == "cpu" and not x.requires_grad and self.table.dtype == torch.float32:
-            out = _NativeGather.apply(self.table, x.detach().float().contiguous(), self)
+        if self._kernel is not None and x.device.type == "cpu" and self.table.dtype == torch.float32:
+            out = _NativeGather.apply(self.table, x.float().contiguous(), self)
             out = out.view(x.shape[0], self.levels, self.features)
         else:
             idx, w = self.corners(x)
@@ -257,7 +256,7 @@ def _kernel_geometry(grid: "HashGrid") -> tuple[torch.Tensor, torch.Tensor, torc
 
 class _NativeGather(torch.autograd.Function):
     """:class:`HashGrid`'s encoding by the compiled kernel: ``(N, 3)`` → ``(N, L·F)``; the
-    backward pass scatters into the table only (the points carry no gradient)."""
+    backward pass scatters into the table and, when they need one, gives the points' gradient."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
@@ -267,22 +266,28 @@ class _NativeGather(torch.autograd.Function):
             _ptr(x), x.shape[0], _ptr(inv_cell), _ptr(verts), _ptr(offset), grid.levels, grid.n_dense,
             grid.table_size, grid.features, _ptr(table), _ptr(out), torch.get_num_threads(),
         )
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(x, table)
         ctx.grid = grid
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        x, table = ctx.saved_tensors
         grid = ctx.grid
         grad_out = grad_out.float().contiguous()
         inv_cell, verts, offset = _kernel_geometry(grid)
-        grad_table = torch.zeros_like(grid.table, memory_format=torch.contiguous_format)
-        grid._kernel.inrsr_hashgrid_backward(
-            _ptr(x), x.shape[0], _ptr(inv_cell), _ptr(verts), _ptr(offset), grid.levels, grid.n_dense,
-            grid.table_size, grid.features, _ptr(grad_out), _ptr(grad_table), torch.get_num_threads(),
-        )
-        return grad_table, None, None
+        common = (_ptr(x), x.shape[0], _ptr(inv_cell), _ptr(verts), _ptr(offset), grid.levels, grid.n_dense,
+                  grid.table_size, grid.features)
+        grad_table = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_table = torch.zeros_like(table, memory_format=torch.contiguous_format)
+            grid._kernel.inrsr_hashgrid_backward(*common, _ptr(grad_out), _ptr(grad_table), torch.get_num_threads())
+        if ctx.needs_input_grad[1]:
+            grad_x = torch.empty_like(x)
+            grid._kernel.inrsr_hashgrid_backward_points(
+                *common, _ptr(table), _ptr(grad_out), _ptr(grad_x), torch.get_num_threads()
+            )
+        return grad_table, grad_x, None
 
 
 class _TcnnHashGrid(Encoding):

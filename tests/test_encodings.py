@@ -57,7 +57,6 @@ def test_gather_gradients_match_finite_differences():
 
 @pytest.mark.parametrize("use_native", [False, True])
 def test_gradients_reach_coordinates_and_tables(use_native):
-    # points that need a gradient (stack poses) take the PyTorch path even with the kernel
     grid = HashGrid(level_cells_mm(4, 32.0, 4.0), 2, 14, MM, init_scale=0.1, native=use_native)
     x = (torch.rand(64, 3) * 1.6 - 0.8).requires_grad_(True)
     grid(x).square().sum().backward()
@@ -96,12 +95,14 @@ def test_compiled_kernel_gives_the_pytorch_path_numbers():
     assert 0 < native_grid.n_dense < native_grid.levels
     x = torch.rand(5000, 3, generator=torch.Generator().manual_seed(1)) * 2.4 - 1.2
     x[:3] = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, -1.0, 1.0]])
-    expected, got = torch_grid(x), native_grid(x)
+    x_torch, x_native = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    expected, got = torch_grid(x_torch), native_grid(x_native)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     grad_out = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2))
     expected.backward(grad_out)
     got.backward(grad_out)
     torch.testing.assert_close(native_grid.table.grad, torch_grid.table.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_native.grad, x_torch.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_compiled_kernel_does_not_depend_on_the_thread_count():

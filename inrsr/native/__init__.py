@@ -81,4 +81,6 @@ def load_hashgrid() -> ctypes.CDLL:
     for fn in (lib.inrsr_hashgrid_forward, lib.inrsr_hashgrid_backward):
         fn.argtypes = signature
         fn.restype = None
+    lib.inrsr_hashgrid_backward_points.argtypes = signature[:9] + [ptr, ptr, ptr, i32]
+    lib.inrsr_hashgrid_backward_points.restype = None
     return lib

@@ -36,6 +36,7 @@ typedef struct {
     float *out;
     const float *grad_out; /* backward */
     float *grad_table;
+    float *grad_x;
     int64_t begin, end; /* points (forward) or levels (backward) of this thread */
 } job_t;
 
@@ -120,6 +121,42 @@ static void *backward_job(void *arg) {
     return NULL;
 }
 
+/* d(out)/d(x) of a block of points: the trilinear weights' derivatives (each axis's two terms are
+ * 1 - frac and frac, whose derivatives are -1 and +1 times the level's cells per unit). */
+static void *points_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    const int32_t f_n = j->features;
+    const int64_t stride = (int64_t)j->levels * f_n;
+    int64_t rows[8];
+    float w[8];
+    for (int64_t p = j->begin; p < j->end; ++p) {
+        float gx[3] = {0.0f, 0.0f, 0.0f};
+        for (int32_t l = 0; l < j->levels; ++l) {
+            const float *g = j->grad_out + p * stride + l * f_n;
+            cell_corners(j, p, l, rows, w);
+            float fr[3];
+            const float inv = j->inv_cell[l];
+            for (int d = 0; d < 3; ++d) {
+                const float pos = (j->x[3 * p + d] + 1.0f) * inv;
+                fr[d] = pos - (float)floor_i32(pos);
+            }
+            float gl[3] = {0.0f, 0.0f, 0.0f};
+            for (int c = 0; c < 8; ++c) {
+                float s = 0.0f;
+                for (int32_t f = 0; f < f_n; ++f) s += g[f] * j->table[rows[c] * f_n + f];
+                float wt[3];
+                for (int d = 0; d < 3; ++d) wt[d] = ((c >> d) & 1) ? fr[d] : 1.0f - fr[d];
+                gl[0] += s * (((c >> 0) & 1) ? 1.0f : -1.0f) * wt[1] * wt[2];
+                gl[1] += s * (((c >> 1) & 1) ? 1.0f : -1.0f) * wt[0] * wt[2];
+                gl[2] += s * (((c >> 2) & 1) ? 1.0f : -1.0f) * wt[0] * wt[1];
+            }
+            for (int d = 0; d < 3; ++d) gx[d] += gl[d] * inv;
+        }
+        for (int d = 0; d < 3; ++d) j->grad_x[3 * p + d] = gx[d];
+    }
+    return NULL;
+}
+
 /* Run fn on n_threads copies of base, the calling thread taking the first. With interleave, copy t
  * gets begin = t and end = the thread count; else the t-th of n_threads contiguous ranges of
  * [0, total). */
@@ -148,7 +185,7 @@ static void run_split(job_t base, int64_t total, int n_threads, int interleave, 
 void inrsr_hashgrid_forward(const float *x, int64_t n, const float *inv_cell, const int32_t *verts,
                             const int64_t *offset, int32_t levels, int32_t n_dense, int64_t table_size,
                             int32_t features, const float *table, float *out, int32_t n_threads) {
-    job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, table, out, NULL, NULL, 0, 0};
+    job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, table, out, NULL, NULL, NULL, 0, 0};
     run_split(j, n, n_threads, 0, forward_job);
 }
 
@@ -157,6 +194,16 @@ void inrsr_hashgrid_backward(const float *x, int64_t n, const float *inv_cell, c
                              const int64_t *offset, int32_t levels, int32_t n_dense, int64_t table_size,
                              int32_t features, const float *grad_out, float *grad_table, int32_t n_threads) {
     job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, NULL, NULL, grad_out, grad_table,
-               0, 0};
+               NULL, 0, 0};
     run_split(j, levels, n_threads, 1, backward_job);
+}
+
+/* grad_x (n, 3) receives the gradient with respect to the points (overwritten). */
+void inrsr_hashgrid_backward_points(const float *x, int64_t n, const float *inv_cell, const int32_t *verts,
+                                    const int64_t *offset, int32_t levels, int32_t n_dense, int64_t table_size,
+                                    int32_t features, const float *table, const float *grad_out, float *grad_x,
+                                    int32_t n_threads) {
+    job_t j = {x, n, inv_cell, verts, offset, levels, n_dense, features, table_size, table, NULL, grad_out, NULL,
+               grad_x, 0, 0};
+    run_split(j, n, n_threads, 0, points_job);
 }
