@@ -31,7 +31,7 @@ bench: install
 exp: install
 	$(BIN)/python experiments/exp.py
 
-# --register brought back from a known motion, three scenarios (about 30 min on 2 CPU cores)
+# --register brought back from a known motion, three scenarios (about 36 min on 2 CPU cores)
 register: install
 	$(BIN)/python experiments/register.py --scenario same
 	$(BIN)/python experiments/register.py --scenario cross

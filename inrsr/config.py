@@ -214,7 +214,7 @@ PRESETS: dict[str, FitConfig] = {
 # over the cubic base (250 steps are too few to learn a whole field; see README, "Presets"); under a
 # minute on 2 CPU cores.
 PRESETS["fast"] = PRESETS["default"].replace(
-    grid_levels=8, grid_features=4, grid_log2_table=17, max_steps=250, reg_points=1024, mi_every=50,
+    grid_levels=8, grid_features=4, grid_log2_table=17, lr=1e-2, max_steps=250, reg_points=1024, mi_every=50,
     mi_points=10000, es_min_evals=4, base="cubic",
 )
 
