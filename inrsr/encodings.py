@@ -2,9 +2,9 @@
 
 Siblings behind one interface (:class:`Encoding`): Gaussian Fourier features (the paper's) and a
 multiresolution hash grid (Müller et al. 2022) in PyTorch, run by a compiled C kernel on the CPU
-when one can be built (:mod:`inrsr.native`) and by tinycudann on CUDA when it imports. Grid resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's
-scale (world mm per normalised unit), so that a level's cell size means the same thing on every
-subject.
+when one can be built (:mod:`inrsr.native`) and by tinycudann on CUDA when it imports. Grid
+resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's scale (world mm
+per normalised unit), so that a level's cell size means the same thing on every subject.
 """
 
 from __future__ import annotations
