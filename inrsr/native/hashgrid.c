@@ -49,11 +49,11 @@ static inline int32_t floor_i32(float v) {
 }
 
 /* Table rows and trilinear weights of the eight corners of point p's cell at level l. Each axis
- * contributes two terms (its lower and upper vertex), which the corners combine. */
-static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t rows[8], float w[8]) {
+ * contributes two terms (its lower and upper vertex), which the corners combine; wt receives the
+ * per-axis weight terms (1 - frac, frac). */
+static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t rows[8], float w[8], float wt[3][2]) {
     const float inv = j->inv_cell[l];
     int32_t lo[3];
-    float wt[3][2];
     for (int d = 0; d < 3; ++d) {
         const float pos = (j->x[3 * p + d] + 1.0f) * inv;
         lo[d] = floor_i32(pos);
@@ -85,11 +85,11 @@ static void *forward_job(void *arg) {
     const job_t *j = (const job_t *)arg;
     const int32_t f_n = j->features;
     int64_t rows[8];
-    float w[8];
+    float w[8], wt[3][2];
     for (int64_t p = j->begin; p < j->end; ++p) {
         float *o = j->out + p * (int64_t)j->levels * f_n;
         for (int32_t l = 0; l < j->levels; ++l) {
-            cell_corners(j, p, l, rows, w);
+            cell_corners(j, p, l, rows, w, wt);
             for (int32_t f = 0; f < f_n; ++f) {
                 float acc = 0.0f;
                 for (int c = 0; c < 8; ++c) acc += w[c] * j->table[rows[c] * f_n + f];
@@ -105,13 +105,13 @@ static void *backward_job(void *arg) {
     const int32_t f_n = j->features;
     const int64_t stride = (int64_t)j->levels * f_n;
     int64_t rows[8];
-    float w[8];
+    float w[8], wt[3][2];
     /* begin is this thread's index and end the thread count: levels are dealt round-robin, so
      * that every thread gets coarse and fine ones. */
     for (int32_t l = (int32_t)j->begin; l < j->levels; l += (int32_t)j->end) {
         for (int64_t p = 0; p < j->n; ++p) {
             const float *g = j->grad_out + p * stride + l * f_n;
-            cell_corners(j, p, l, rows, w);
+            cell_corners(j, p, l, rows, w, wt);
             for (int c = 0; c < 8; ++c) {
                 float *row = j->grad_table + rows[c] * f_n;
                 for (int32_t f = 0; f < f_n; ++f) row[f] += w[c] * g[f];
@@ -128,29 +128,22 @@ static void *points_job(void *arg) {
     const int32_t f_n = j->features;
     const int64_t stride = (int64_t)j->levels * f_n;
     int64_t rows[8];
-    float w[8];
+    float w[8], wt[3][2];
     for (int64_t p = j->begin; p < j->end; ++p) {
         float gx[3] = {0.0f, 0.0f, 0.0f};
         for (int32_t l = 0; l < j->levels; ++l) {
             const float *g = j->grad_out + p * stride + l * f_n;
-            cell_corners(j, p, l, rows, w);
-            float fr[3];
-            const float inv = j->inv_cell[l];
-            for (int d = 0; d < 3; ++d) {
-                const float pos = (j->x[3 * p + d] + 1.0f) * inv;
-                fr[d] = pos - (float)floor_i32(pos);
-            }
+            cell_corners(j, p, l, rows, w, wt);
             float gl[3] = {0.0f, 0.0f, 0.0f};
             for (int c = 0; c < 8; ++c) {
                 float s = 0.0f;
                 for (int32_t f = 0; f < f_n; ++f) s += g[f] * j->table[rows[c] * f_n + f];
-                float wt[3];
-                for (int d = 0; d < 3; ++d) wt[d] = ((c >> d) & 1) ? fr[d] : 1.0f - fr[d];
-                gl[0] += s * (((c >> 0) & 1) ? 1.0f : -1.0f) * wt[1] * wt[2];
-                gl[1] += s * (((c >> 1) & 1) ? 1.0f : -1.0f) * wt[0] * wt[2];
-                gl[2] += s * (((c >> 2) & 1) ? 1.0f : -1.0f) * wt[0] * wt[1];
+                const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
+                gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
+                gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
+                gl[2] += s * (b2 ? 1.0f : -1.0f) * wt[0][b0] * wt[1][b1];
             }
-            for (int d = 0; d < 3; ++d) gx[d] += gl[d] * inv;
+            for (int d = 0; d < 3; ++d) gx[d] += gl[d] * j->inv_cell[l];
         }
         for (int d = 0; d < 3; ++d) j->grad_x[3 * p + d] = gx[d];
     }
