@@ -72,7 +72,11 @@ class FitConfig:
     profile_points: int = option_field(4, "points per voxel across the slice for the box and gaussian profiles")
     # regulariser: finite differences of the field at random points (fills the space between slices)
     reg_weight: float = option_field(0.0, "weight of the smoothness penalty (0: off)")
-    reg_norm: str = option_field("l1", "l1: total-variation-like (keeps edges); l2: Tikhonov (smoother)", ("l1", "l2"))
+    reg_norm: str = option_field(
+        "l1", "l1: total-variation-like, each contrast on its own (keeps edges); l2: Tikhonov (smoother); joint: "
+        "joint total variation, the root mean square of the contrasts' differences (favours edges shared by the "
+        "contrasts)", ("l1", "l2", "joint")
+    )
     reg_step_mm: float = option_field(1.0, "finite-difference step of the smoothness penalty, mm")
     reg_points: int = option_field(4096, "random points per step for the smoothness penalty")
     # joint rigid registration of the stacks, and coarse-to-fine release of detail

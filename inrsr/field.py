@@ -7,6 +7,7 @@ Shapes: coordinates ``(N, 3)`` in normalised units (see :mod:`inrsr.geometry`); 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import FitConfig
@@ -101,15 +102,25 @@ class Field(nn.Module):
             cols = [h(t(e(x))) for e, t, h in zip(self.encodings, self.trunks, self.heads)]
             return torch.cat(cols, dim=1)
         h = self.trunk(self.encoding(x))
-        if self.variant == "split":
-            return torch.cat([head(h) for head in self.heads], dim=1)
-        return self.out(h)
+        return self._split_heads(h) if self.variant == "split" else self.out(h)
+
+    def _split_heads(self, h: torch.Tensor) -> torch.Tensor:
+        """Every head at every point, as one matrix product per layer: ``(N, width)`` → ``(N, C)``.
+
+        The same function as applying each head in turn; a point's output in column *c* depends
+        only on head *c*, so a loss on it sends no gradient into the other heads."""
+        first = [head[0] for head in self.heads]
+        hidden = torch.relu(F.linear(h, torch.cat([l.weight for l in first]), torch.cat([l.bias for l in first])))
+        hidden = hidden.view(h.shape[0], self.n_contrasts, -1)
+        last_w = torch.stack([head[2].weight[0] for head in self.heads]).to(hidden.dtype)
+        last_b = torch.cat([head[2].bias for head in self.heads]).to(hidden.dtype)
+        return (hidden * last_w).sum(dim=2) + last_b
 
     def forward_own(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         """Each point's own contrast only: ``(N, 3)``, ``(N,)`` int → ``(N,)``.
 
-        Evaluates each head (or each network, for ``single``) only on its own points, which is what
-        training needs and saves the work of the other heads.
+        ``single`` evaluates each network only on its own points; the shared-trunk variants evaluate
+        every head and keep each point's own (selecting points costs more than the small heads).
         """
         out = self._own_residual(x, contrast_id)
         if self.base is None:
@@ -117,17 +128,12 @@ class Field(nn.Module):
         return out.float() + self.base(x).gather(1, contrast_id[:, None])[:, 0]
 
     def _own_residual(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
-        if self.variant == "vanilla":
-            return self.out(self.trunk(self.encoding(x))).gather(1, contrast_id[:, None])[:, 0]
+        if self.variant != "single":  # the heads are cheap next to selecting each one's points
+            return self.residual(x).gather(1, contrast_id[:, None])[:, 0]
         out = x.new_empty(x.shape[0])
-        h = self.trunk(self.encoding(x)) if self.variant == "split" else None
         for c in range(self.n_contrasts):
             sel = (contrast_id == c).nonzero(as_tuple=True)[0]
-            if sel.numel() == 0:
-                continue
-            if h is not None:
-                out[sel] = self.heads[c](h[sel])[:, 0].to(out.dtype)
-            else:
+            if sel.numel() > 0:
                 out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0].to(out.dtype)
         return out
 

@@ -31,6 +31,7 @@ from .samples import TrainingSet
 
 __all__ = [
     "FitResult", "fit_field", "resolve_device", "torch_threads", "predict_mi", "profile_forward", "profile_points",
+    "training_forward", "smoothness_points", "smoothness_of", "smoothness_penalty",
     "detail_cut_mm", "save_fit_state", "load_fit_state",
 ]
 
@@ -138,23 +139,58 @@ def detail_cut_mm(step: int, total_steps: int, fraction: float, start_mm: float,
     return float(start_mm * (finest_mm / start_mm) ** (step / end))
 
 
-def smoothness_penalty(
-    model: Field, centres: torch.Tensor, jitter: float, step: float, norm: str, generator: torch.Generator
-) -> torch.Tensor:
-    """Mean finite difference of every contrast between random points and neighbours ``step`` away.
+def smoothness_points(centres: torch.Tensor, jitter: float, step: float, generator: torch.Generator) -> torch.Tensor:
+    """``(2n, 3)`` points for the smoothness penalty: ``n`` random points and, after them, each
+    one's neighbour ``step`` away in a random direction (normalised units).
 
-    Points are ``centres`` (normalised) moved uniformly within ``±jitter`` per axis, so that they
-    fill the space between sampled planes; each neighbour lies in a random direction. ``l1``
-    penalises ``|Δf|`` (total variation, keeps edges), ``l2`` penalises ``Δf²``.
+    The points are ``centres`` (n, 3) moved uniformly within ``±jitter`` per axis, so that they
+    fill the space between sampled planes.
     """
     n = centres.shape[0]
     noise = torch.rand(n, 3, generator=generator).to(centres.device)
     p = centres + (2.0 * noise - 1.0) * jitter
     d = torch.randn(n, 3, generator=generator).to(centres.device)
     d = d / d.norm(dim=1, keepdim=True).clamp(min=1e-12) * step
-    diff = model(torch.cat([p, p + d])).view(2, n, -1)
-    diff = diff[1] - diff[0]
+    return torch.cat([p, p + d])
+
+
+def smoothness_of(values: torch.Tensor, norm: str) -> torch.Tensor:
+    """The smoothness penalty from the field's values ``(2n, C)`` at :func:`smoothness_points`.
+
+    ``l1`` penalises ``|Δf|`` of each contrast (total variation, keeps edges), ``l2`` penalises
+    ``Δf²``, ``joint`` penalises ``√(mean_c Δf_c²)`` per point (joint total variation: an edge
+    costs less where the other contrasts have one too; equal to ``l1`` for one contrast).
+    """
+    pair = values.view(2, values.shape[0] // 2, -1)
+    diff = pair[1] - pair[0]
+    if norm == "joint":
+        return (diff.float().square().mean(dim=1) + 1e-12).sqrt().mean()
     return diff.abs().mean() if norm == "l1" else diff.square().mean()
+
+
+def smoothness_penalty(
+    model: Field, centres: torch.Tensor, jitter: float, step: float, norm: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Mean finite difference of every contrast between random points near ``centres`` and their
+    neighbours (:func:`smoothness_points`, :func:`smoothness_of`)."""
+    return smoothness_of(model(smoothness_points(centres, jitter, step, generator)), norm)
+
+
+def training_forward(
+    model: Field, points: torch.Tensor, contrast_id: torch.Tensor, weights: torch.Tensor, extra: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's pass through the field: :func:`profile_forward`'s predictions ``(B,)`` of voxels
+    with profile ``points`` (B, K, 3), ``contrast_id`` (B,) and ``weights`` (B, K), and every
+    contrast at the ``extra`` points ``(M, 3)`` → ``(M, C)``.
+
+    The shared-trunk variants take all points through the encoding and the trunk at once (one
+    call instead of two costs less on the CPU)."""
+    if model.variant == "single":
+        return profile_forward(model, points, contrast_id, weights), model(extra)
+    b, k = weights.shape
+    vals = model(torch.cat([points.reshape(b * k, 3), extra]))
+    own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
+    return (own.float() * weights).sum(dim=1), vals[b * k :]
 
 
 def _lr_at(step: int, steps_per_epoch: int, total_steps: int, config: FitConfig) -> float:
@@ -389,17 +425,17 @@ def fit_field(
                     pts = profile_points(coords[idx], offsets[s], s, poses)
                     by_mi = mi_driven[s] if mi_driven is not None else None
                     data_pts = pts if data_blind is None else torch.where(data_blind[s][:, None, None], pts.detach(), pts)
+                    reg_pts = coords.new_empty(0, 3)
+                    if config.reg_weight > 0:
+                        reg_pts = smoothness_points(coords[idx[: config.reg_points]], reg_jitter, reg_step, generator)
                     with autocast:
-                        pred = profile_forward(model, data_pts, c, weights[s])
+                        pred, reg_vals = training_forward(model, data_pts, c, weights[s], reg_pts)
                     sq = (pred.float() - values[idx]) ** 2
                     per_sum = torch.zeros(n_c, device=device).index_add_(0, c, sq)
                     per_n = torch.bincount(c, minlength=n_c).to(sq.dtype)
                     loss = (per_sum / per_n.clamp(min=1)).sum()  # MSE per contrast on its own voxels
                     if config.reg_weight > 0:
-                        centres = coords[idx[: config.reg_points]]
-                        with autocast:
-                            reg = smoothness_penalty(model, centres, reg_jitter, reg_step, config.reg_norm, generator)
-                        loss = loss + config.reg_weight * reg.float()
+                        loss = loss + config.reg_weight * smoothness_of(reg_vals, config.reg_norm).float()
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     if by_mi is not None and bool(by_mi.any()):

@@ -26,6 +26,15 @@ def test_split_head_gradient_isolation():
         assert all(g is None or g.abs().sum() == 0 for g in grads(other))
 
 
+def test_split_heads_in_one_product_equal_each_head_in_turn():
+    field = build_field(["t1", "t2", "flair"], CFG.replace(variant="split"), MM)
+    x = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():
+        h = field.trunk(field.encoding(x))
+        one_by_one = torch.cat([head(h) for head in field.heads], dim=1)
+        torch.testing.assert_close(field.residual(x), one_by_one, rtol=1e-5, atol=1e-6)
+
+
 def test_single_variant_networks_are_independent():
     field = build_field(["t1", "t2"], CFG.replace(variant="single"), MM)
     x = torch.rand(64, 3) * 2 - 1

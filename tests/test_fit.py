@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from inrsr.config import preset
-from inrsr.fit import _lr_at, fit_field, profile_forward, smoothness_penalty
+from inrsr.fit import _lr_at, fit_field, profile_forward, smoothness_of, smoothness_penalty, training_forward
 from inrsr.geometry import Grid
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
@@ -77,6 +78,33 @@ def test_profile_forward_is_the_weighted_mean_along_the_slice():
         got = profile_forward(field, x[:, None, :] + offsets, c, w)
         want = sum(w[:, k] * field.forward_own(x + offsets[:, k], c) for k in range(3))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_forward_is_profile_forward_and_the_field_in_one_pass():
+    subject, train = tiny_training_set()
+    x = torch.rand(12, 3) * 1.6 - 0.8
+    pts = x[:, None, :] + torch.tensor([[0.0, 0.0, -0.05], [0.0, 0.0, 0.05]])
+    w = torch.tensor([0.4, 0.6]).expand(12, 2)
+    c = torch.tensor([0, 1, 1] * 4)
+    extra = torch.rand(7, 3) * 1.6 - 0.8
+    for variant in ("split", "vanilla", "single"):
+        cfg = CFG.replace(variant=variant, max_steps=3, early_stopping=False)
+        field = fit_field(train, subject.contrasts, cfg, progress=False).field
+        with torch.no_grad():
+            pred, at_extra = training_forward(field, pts, c, w, extra)
+            torch.testing.assert_close(pred, profile_forward(field, pts, c, w), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(at_extra, field(extra), rtol=1e-5, atol=1e-6)
+
+
+def test_joint_smoothness_favours_edges_shared_by_the_contrasts():
+    # values at n points, then at their n neighbours: one edge in each contrast
+    shared = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])  # both edges at point 0
+    apart = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # one edge at each point
+    assert smoothness_of(shared, "l1") == smoothness_of(apart, "l1") == 0.5
+    assert smoothness_of(shared, "joint").item() == pytest.approx(0.5)
+    assert smoothness_of(apart, "joint").item() == pytest.approx(0.5**0.5)
+    one = torch.tensor([[0.0], [2.0], [1.0], [-1.0]])  # one contrast: joint is l1
+    assert smoothness_of(one, "joint").item() == pytest.approx(smoothness_of(one, "l1").item())
 
 
 def test_smoothness_penalty_flattens_the_field():

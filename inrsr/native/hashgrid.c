@@ -81,6 +81,47 @@ static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t ro
     for (int c = 0; c < 8; ++c) w[c] = (wt[0][c & 1] * wt[1][(c >> 1) & 1]) * wt[2][(c >> 2) & 1];
 }
 
+/* The feature loops below take the feature count as an argument; the jobs call them with the
+ * common counts as constants (SPECIALISE), which lets the compiler unroll them. The arithmetic,
+ * and hence the rounding, is the same whichever copy runs. */
+#define SPECIALISE(f_n, call) \
+    switch (f_n) {            \
+    case 2: call(2); break;   \
+    case 4: call(4); break;   \
+    default: call(f_n);       \
+    }
+
+/* o[f] = sum over corners of w[c] * table row c, feature f. */
+static inline void gather_rows(const float *restrict table, const int64_t rows[8], const float w[8], int32_t f_n,
+                               float *restrict o) {
+    for (int32_t f = 0; f < f_n; ++f) o[f] = 0.0f;
+    for (int c = 0; c < 8; ++c) {
+        const float *row = table + rows[c] * f_n;
+        for (int32_t f = 0; f < f_n; ++f) o[f] += w[c] * row[f];
+    }
+}
+
+/* table row c, feature f += w[c] * g[f]; corners in order, so that rows shared by several corners
+ * add up in the same order on every path. */
+static inline void scatter_rows(float *restrict table, const int64_t rows[8], const float w[8], int32_t f_n,
+                                const float *restrict g) {
+    for (int32_t f = 0; f < f_n; ++f) {
+        const float gf = g[f];
+        for (int c = 0; c < 8; ++c) table[rows[c] * f_n + f] += w[c] * gf;
+    }
+}
+
+/* s[c] = sum over features of g[f] * table row c, feature f. */
+static inline void dot_rows(const float *restrict table, const int64_t rows[8], int32_t f_n, const float *restrict g,
+                            float s[8]) {
+    for (int c = 0; c < 8; ++c) {
+        const float *row = table + rows[c] * f_n;
+        float acc = 0.0f;
+        for (int32_t f = 0; f < f_n; ++f) acc += g[f] * row[f];
+        s[c] = acc;
+    }
+}
+
 static void *forward_job(void *arg) {
     const job_t *j = (const job_t *)arg;
     const int32_t f_n = j->features;
@@ -90,11 +131,9 @@ static void *forward_job(void *arg) {
         float *o = j->out + p * (int64_t)j->levels * f_n;
         for (int32_t l = 0; l < j->levels; ++l) {
             cell_corners(j, p, l, rows, w, wt);
-            for (int32_t f = 0; f < f_n; ++f) {
-                float acc = 0.0f;
-                for (int c = 0; c < 8; ++c) acc += w[c] * j->table[rows[c] * f_n + f];
-                o[l * f_n + f] = acc;
-            }
+#define GATHER(F) gather_rows(j->table, rows, w, F, o + l * (F))
+            SPECIALISE(f_n, GATHER)
+#undef GATHER
         }
     }
     return NULL;
@@ -112,10 +151,9 @@ static void *backward_job(void *arg) {
         for (int64_t p = 0; p < j->n; ++p) {
             const float *g = j->grad_out + p * stride + l * f_n;
             cell_corners(j, p, l, rows, w, wt);
-            for (int c = 0; c < 8; ++c) {
-                float *row = j->grad_table + rows[c] * f_n;
-                for (int32_t f = 0; f < f_n; ++f) row[f] += w[c] * g[f];
-            }
+#define SCATTER(F) scatter_rows(j->grad_table, rows, w, F, g)
+            SPECIALISE(f_n, SCATTER)
+#undef SCATTER
         }
     }
     return NULL;
@@ -134,10 +172,12 @@ static void *points_job(void *arg) {
         for (int32_t l = 0; l < j->levels; ++l) {
             const float *g = j->grad_out + p * stride + l * f_n;
             cell_corners(j, p, l, rows, w, wt);
-            float gl[3] = {0.0f, 0.0f, 0.0f};
+            float gl[3] = {0.0f, 0.0f, 0.0f}, s_c[8];
+#define DOTS(F) dot_rows(j->table, rows, F, g, s_c)
+            SPECIALISE(f_n, DOTS)
+#undef DOTS
             for (int c = 0; c < 8; ++c) {
-                float s = 0.0f;
-                for (int32_t f = 0; f < f_n; ++f) s += g[f] * j->table[rows[c] * f_n + f];
+                const float s = s_c[c];
                 const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
                 gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
                 gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
