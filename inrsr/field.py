@@ -111,10 +111,8 @@ class Field(nn.Module):
         only on head *c*, so a loss on it sends no gradient into the other heads."""
         first = [head[0] for head in self.heads]
         hidden = torch.relu(F.linear(h, torch.cat([l.weight for l in first]), torch.cat([l.bias for l in first])))
-        hidden = hidden.view(h.shape[0], self.n_contrasts, -1)
-        last_w = torch.stack([head[2].weight[0] for head in self.heads]).to(hidden.dtype)
-        last_b = torch.cat([head[2].bias for head in self.heads]).to(hidden.dtype)
-        return (hidden * last_w).sum(dim=2) + last_b
+        last = [head[2] for head in self.heads]  # block-diagonal: column c reads head c's hidden units only
+        return F.linear(hidden, torch.block_diag(*[l.weight for l in last]), torch.cat([l.bias for l in last]))
 
     def forward_own(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         """Each point's own contrast only: ``(N, 3)``, ``(N,)`` int → ``(N,)``.
