@@ -201,17 +201,18 @@ PRESETS: dict[str, FitConfig] = {
         lr=2e-2,
         batch_size=4096,
         max_epochs=100,
-        max_steps=1200,
+        max_steps=1500,
         lr_schedule="cosine",
         background_ratio=0.25,
         slice_profile="box",
         profile_points=4,
         base="auto",
-        reg_weight=0.03,
+        reg_weight=0.02,
+        reg_norm="joint",
         reg_points=2048,
         mi_every=100,
         mi_points=20000,
-        es_min_evals=10,  # MI may stop the fit from step 1000 on (see README, "Presets")
+        es_min_evals=12,  # MI may stop the fit from step 1200 on (see README, "Presets")
     ),
 }
 # A quick look: the default engine with 8 levels × 4 features, smaller tables and fewer steps, always
