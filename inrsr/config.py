@@ -90,14 +90,18 @@ class FitConfig:
         "--register uses 0.5 when 0)"
     )
     c2f_start_mm: float = option_field(16.0, "finest detail, mm, allowed at the start of coarse-to-fine training")
-    # prior: what the network learns a residual over
+    # prior: what the network's output is added to
     base: str = option_field(
         "none",
-        "none: the network is the whole field (the paper); cubic: the network learns a residual over a "
-        "cubic B-spline interpolation of each contrast's own stacks; auto: cubic when some stack's slices "
-        "are thinner than their spacing (gaps the forward model leaves unobserved), else none. Not used "
-        "with --register, whose stacks move during the fit",
+        "none: the network is the whole field (the paper); cubic: the network's output is added to a "
+        "cubic B-spline interpolation of each contrast's own stacks, times --base-weight; auto: cubic when "
+        "some stack's slices are thinner than their spacing (gaps the forward model leaves unobserved), else "
+        "none. Not used with --register, whose stacks move during the fit",
         BASES,
+    )
+    base_weight: float = option_field(
+        1.0, "share of the cubic base added to the network's output when a base is used (1: the network "
+        "learns a residual over the whole base; below 1 it must also learn the rest of the image from the data)"
     )
     # network
     variant: str = option_field(
@@ -162,7 +166,7 @@ class FitConfig:
             raise InputError("--grid-finest-mm must not exceed --grid-coarsest-mm")
         if not 0 <= self.c2f_fraction <= 1:
             raise InputError(f"--c2f-fraction must be between 0 and 1, got {self.c2f_fraction}")
-        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "time_limit_s", "register_lr", "register_stack", "checkpoint_every_s"):
+        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "base_weight", "time_limit_s", "register_lr", "register_stack", "checkpoint_every_s"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
         if min(self.depth, self.mi_every, self.threads, self.es_min_evals, self.max_steps) < 0:
@@ -206,7 +210,8 @@ PRESETS: dict[str, FitConfig] = {
         background_ratio=0.25,
         slice_profile="box",
         profile_points=4,
-        base="auto",
+        base="cubic",
+        base_weight=0.5,  # half the cubic interpolation; the network learns the rest (README, "Presets")
         reg_weight=0.02,
         reg_norm="joint",
         reg_points=2048,
@@ -215,12 +220,12 @@ PRESETS: dict[str, FitConfig] = {
         es_min_evals=12,  # MI may stop the fit from step 1200 on (see README, "Presets")
     ),
 }
-# A quick look: the default engine with 8 levels × 4 features, smaller tables and fewer steps, always
-# over the cubic base (250 steps are too few to learn a whole field; see README, "Presets"); under a
-# minute on 2 CPU cores.
+# A quick look: the default engine with 8 levels × 4 features, smaller tables and fewer steps, over
+# the whole cubic base (250 steps are too few to learn most of the image; see README, "Presets");
+# under a minute on 2 CPU cores.
 PRESETS["fast"] = PRESETS["default"].replace(
     grid_levels=8, grid_features=4, grid_log2_table=17, lr=1e-2, max_steps=250, reg_points=1024, mi_every=50,
-    mi_points=10000, es_min_evals=4, base="cubic",
+    mi_points=10000, es_min_evals=4, base="cubic", base_weight=1.0,
 )
 
 

@@ -45,8 +45,9 @@ class Field(nn.Module):
     * ``vanilla``: one shared trunk and one shared output layer ``width → C``.
     * ``single``: an independent encoding+trunk+head per contrast (each contrast fitted alone).
 
-    With a ``base`` (:class:`~inrsr.prior.BaseVolume`), the network's output is a residual added to
-    the base's interpolated values, contrast by contrast.
+    With a ``base`` (:class:`~inrsr.prior.BaseVolume`), the network's output is added to
+    ``config.base_weight`` times the base's interpolated values, contrast by contrast (a residual
+    over the whole base at weight 1).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class Field(nn.Module):
         super().__init__()
         self.contrasts = list(contrasts)
         self.base = base
+        self.base_weight = config.base_weight
         self.variant = config.variant
         n_c = len(self.contrasts)
 
@@ -94,7 +96,7 @@ class Field(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
         out = self.residual(x)
-        return out if self.base is None else out.float() + self.base(x)
+        return out if self.base is None else out.float() + self.base_weight * self.base(x)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""
@@ -123,7 +125,7 @@ class Field(nn.Module):
         out = self._own_residual(x, contrast_id)
         if self.base is None:
             return out
-        return out.float() + self.base(x).gather(1, contrast_id[:, None])[:, 0]
+        return out.float() + self.base_weight * self.base(x).gather(1, contrast_id[:, None])[:, 0]
 
     def _own_residual(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         if self.variant != "single":  # the heads are cheap next to selecting each one's points

@@ -4,8 +4,8 @@ t1c → axial thick stack, t2w → coronal thick stack (factor 4). Slab protocol
 the mean of 4 slices): the ``default`` preset (box slice profile) fits them for a short step budget
 and renders on the t1c crop's grid. Asserts: exact output geometry, quality above nearest neighbour
 and against cubic (stated margin), model re-sampling, logs and MI curve. Point protocol (1 mm
-slices 4 mm apart, thickness from ``inrsr simulate``'s sidecar): ``default`` fits over the cubic
-base and stays at cubic's level, where the base-free fit falls well below.
+slices 4 mm apart, thickness from ``inrsr simulate``'s sidecar): ``default`` fits over half the
+cubic base; t1 gains over cubic and t2 stays within a stated margin of it.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from inrsr.metrics import evaluate
 # +0.73 dB t1, +0.70 dB t2 at 400 steps).
 CUBIC_GAIN_DB = 0.3
 STEPS = 400
-# Point protocol (1 mm slices 4 mm apart), 300 steps on the crop: the fit over the cubic base must
-# stay within these margins of cubic. Measured: PSNR +0.24 / +0.02 dB, SSIM −0.011 / −0.007 (t1 / t2);
-# the same fit with --base none: t2 −1.55 dB, SSIM −0.053 (the full BraTS volume: +0.34 / +0.24 dB
-# over cubic with the base, `make bench`).
-POINT_PSNR_MARGIN_DB = 0.2
+# Point protocol (1 mm slices 4 mm apart), 800 steps on the crop over half the cubic base: t1 must
+# gain POINT_T1_GAIN_DB over cubic, and both contrasts stay within these margins of cubic. Measured
+# (t1 / t2): PSNR +0.76 / −0.30 dB, SSIM +0.004 / −0.014. On this 80 mm crop the coronal t2 stack
+# has 20 planes; on the full BraTS volume `make bench` measures +0.94 / +0.77 dB with SSIM above
+# cubic's. Over the whole base (--base-weight 1): +0.37 / +0.15 dB; over a quarter: +0.68 / −0.86.
+POINT_T1_GAIN_DB = 0.3
+POINT_PSNR_MARGIN_DB = 0.5
 POINT_SSIM_MARGIN = 0.02
-POINT_STEPS = 300
+POINT_STEPS = 800
 HALF = np.array([40, 40, 32])  # crop half-size in voxels (1 mm)
 
 
@@ -121,14 +123,16 @@ def test_quality_above_nearest_and_cubic(fitted, name):
 
 
 @pytest.mark.parametrize("name", ["t1", "t2"])
-def test_thin_slices_with_gaps_fit_over_the_cubic_base_and_keep_cubics_level(fitted_point, name):
+def test_thin_slices_with_gaps_fit_over_half_the_cubic_base(fitted_point, name):
     cfg = json.loads((fitted_point / "out" / "config.json").read_text())
     sidecar = json.loads((fitted_point / f"{name}_lr.json").read_text())
-    assert cfg["base"] == "auto" and sidecar["SliceThickness"] == 1
+    assert cfg["base"] == "cubic" and cfg["base_weight"] == 0.5 and sidecar["SliceThickness"] == 1
     assert "base.volume" in torch.load(fitted_point / "out" / "model.pt", weights_only=True)["state_dict"]
     m, _, cubic = scores(fitted_point, name)
     print(name, "inrsr", m["psnr"], m["ssim"], "cubic", cubic["psnr"], cubic["ssim"])
     assert m["psnr"] > cubic["psnr"] - POINT_PSNR_MARGIN_DB and m["ssim"] > cubic["ssim"] - POINT_SSIM_MARGIN
+    if name == "t1":
+        assert m["psnr"] > cubic["psnr"] + POINT_T1_GAIN_DB
 
 
 def test_logs_and_mi_curve(fitted):

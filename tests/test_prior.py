@@ -77,10 +77,22 @@ def test_field_is_its_residual_plus_the_base_and_registering_drops_the_base():
     assert training_set(stacks, cfg.replace(base="none"))[1].base is None
 
 
+def test_base_weight_scales_the_base_only():
+    stacks = oblique_stacks()
+    cfg = preset("fast", base="cubic")
+    subject, train = training_set(stacks, cfg)
+    full = build_field(subject.contrasts, cfg, train.mm_per_unit, train.base)
+    part = build_field(subject.contrasts, cfg.replace(base_weight=0.3), train.mm_per_unit, train.base)
+    x, c = train.coords[:300], train.contrast_id[:300]
+    with torch.no_grad():
+        torch.testing.assert_close(part.residual(x), full.residual(x))  # same seed, same network
+        torch.testing.assert_close(part(x), full.residual(x) + 0.3 * train.base(x))
+        torch.testing.assert_close(part.forward_own(x, c), part(x).gather(1, c[:, None])[:, 0])
+
+
 def test_auto_base_only_where_slices_leave_gaps():
     vols, aff, _ = head_phantom((40, 48, 36), seed=5)
-    cfg = preset("default")
-    assert cfg.base == "auto"
+    cfg = preset("default", base="auto")
     slabs = [Stack(*simulate_stack(vols["t1"], aff, 2, 3, "slab"), "t1",
                    thickness_mm=simulated_thickness_mm(aff, 2, 3, "slab")),
              Stack(*simulate_stack(vols["t2"], aff, 1, 3, "slab"), "t2")]
