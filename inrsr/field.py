@@ -95,8 +95,17 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
-        out = self.residual(x)
-        return out if self.base is None else out.float() + self.base_weight * self.base(x)
+        return self._plus_base(self.residual(x), x)
+
+    def _plus_base(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
+        """``out`` plus ``base_weight`` times the base at ``x``: every contrast ``(N, C)``, or each
+        point's own ``(N,)`` when ``contrast_id`` is given. ``out`` unchanged without a base."""
+        if self.base is None:
+            return out
+        base = self.base(x)
+        if contrast_id is not None:
+            base = base.gather(1, contrast_id[:, None])[:, 0]
+        return out.float() + self.base_weight * base
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""
@@ -122,20 +131,14 @@ class Field(nn.Module):
         ``single`` evaluates each network only on its own points; the shared-trunk variants evaluate
         every head and keep each point's own (selecting points costs more than the small heads).
         """
-        out = self._own_residual(x, contrast_id)
-        if self.base is None:
-            return out
-        return out.float() + self.base_weight * self.base(x).gather(1, contrast_id[:, None])[:, 0]
-
-    def _own_residual(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         if self.variant != "single":  # the heads are cheap next to selecting each one's points
-            return self.residual(x).gather(1, contrast_id[:, None])[:, 0]
+            return self(x).gather(1, contrast_id[:, None])[:, 0]
         out = x.new_empty(x.shape[0])
         for c in range(self.n_contrasts):
             sel = (contrast_id == c).nonzero(as_tuple=True)[0]
             if sel.numel() > 0:
                 out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0].to(out.dtype)
-        return out
+        return self._plus_base(out, x, contrast_id)
 
 
 def build_field(
