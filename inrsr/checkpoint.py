@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .backproject import StackResiduals
 from .config import FitConfig
 from .errors import InputError
 from .field import Field, build_field
@@ -79,6 +80,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Field, FitConfig, Subject,
     state = payload["state_dict"]
     base = BaseVolume.empty_like_state(state, "base.") if "base.volume" in state else None
     model = build_field(payload["contrasts"], config, normaliser.scale_mm, base)
+    if "correction.meta" in state:
+        model.correction = StackResiduals.empty_like_state(state, "correction.", len(payload["contrasts"]))
     model.load_state_dict(state)
     model.eval()
     subject = Subject(

@@ -103,6 +103,11 @@ class FitConfig:
         1.0, "share of the cubic base added to the network's output when a base is used (1: the network "
         "learns a residual over the whole base; below 1 it must also learn the rest of the image from the data)"
     )
+    data_consistency: bool = option_field(
+        False, "after the fit, add each stack's residual (measured minus predicted voxel) back where the voxel "
+        "measured it, along its slice profile, so that the output reproduces the measured voxels (README, "
+        "\"Data consistency\")"
+    )
     # network
     variant: str = option_field(
         "split",
@@ -211,13 +216,14 @@ PRESETS: dict[str, FitConfig] = {
         slice_profile="box",
         profile_points=4,
         base="cubic",
-        base_weight=0.5,  # half the cubic interpolation; the network learns the rest (README, "Presets")
+        base_weight=0.4,  # 40 % of the cubic interpolation; the network learns the rest (README, "Presets")
         reg_weight=0.02,
         reg_norm="joint",
         reg_points=2048,
         mi_every=100,
         mi_points=20000,
         es_min_evals=12,  # MI may stop the fit from step 1200 on (see README, "Presets")
+        data_consistency=True,
     ),
 }
 # A quick look: the default engine with 8 levels × 4 features, smaller tables and fewer steps, over

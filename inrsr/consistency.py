@@ -1,4 +1,5 @@
-"""Quality estimates without ground truth: re-simulate the input stacks from the fitted field.
+"""Re-simulate the input stacks from the fitted field: quality estimates without ground truth,
+and the residuals that data consistency back-projects (:mod:`inrsr.backproject`).
 
 * **Self-consistency**: every input stack predicted from the field through its own forward model
   (its slice profile, at its possibly registered position) and compared with its voxels. Low error
@@ -9,6 +10,7 @@
   must bridge are twice the real slice spacing next to each held-out slice.
 * **Left-out stacks**: a stack whose contrast another stack also has is left out of a refit
   entirely and predicted from the others.
+* **Residuals**: measured minus re-simulated voxels, kept on the stacks' grids for back-projection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .backproject import StackResiduals, half_support_voxels, to_voxel_map
 from .config import FitConfig
 from .field import Field
 from .fit import profile_forward, resolve_device, torch_threads
@@ -26,7 +29,7 @@ from .io import Stack
 from .metrics import psnr
 from .samples import Subject, profile_offsets
 
-__all__ = ["resimulate", "stack_scores", "held_out_slices", "registered_stacks"]
+__all__ = ["resimulate", "stack_residuals", "stack_scores", "held_out_slices", "registered_stacks"]
 
 
 def registered_stacks(stacks: list[Stack], matrices: list[np.ndarray] | None) -> list[Stack]:
@@ -69,6 +72,34 @@ def resimulate(
             values[start : start + idx.size] = pred.float().cpu().numpy()
     out.ravel()[flat] = subject.scales[stack.contrast].inverse(values)
     return out
+
+
+@torch.no_grad()
+def stack_residuals(
+    model: Field, stacks: list[Stack], subject: Subject, config: FitConfig,
+    exclude: list[np.ndarray | None] | None = None, device: str | None = None,
+) -> StackResiduals:
+    """Every stack's residual (measured − predicted through its slice profile, network units) on
+    its foreground voxels, minus ``exclude`` (per stack, boolean voxel masks or ``None``); 0
+    elsewhere. ``stacks`` must be placed where the fit put them (registration included) and in
+    the order of ``subject.foregrounds``. The residuals are taken from ``model`` without any
+    correction it already carries."""
+    saved, model.correction = model.correction, None
+    try:
+        residuals, maps, meta = [], [], []
+        for k, (s, (mask, _)) in enumerate(zip(stacks, subject.foregrounds)):
+            where = mask if exclude is None or exclude[k] is None else mask & ~exclude[k]
+            pred = resimulate(model, s, subject, config, where=where, device=device)
+            scale = subject.scales[s.contrast]
+            r = np.zeros(s.shape, dtype=np.float32)
+            r[where] = scale.forward(s.data[where]) - scale.forward(pred[where])
+            residuals.append(torch.from_numpy(r))
+            maps.append(torch.from_numpy(to_voxel_map(s.affine, subject.normaliser).astype(np.float32)))
+            half = half_support_voxels(config.slice_profile, s.slice_thickness_mm, s.slice_spacing_mm)
+            meta.append([subject.contrasts.index(s.contrast), s.slice_axis, half])
+    finally:
+        model.correction = saved
+    return StackResiduals(residuals, maps, torch.tensor(meta, dtype=torch.float32), len(subject.contrasts))
 
 
 def stack_scores(pred: np.ndarray, data: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -47,7 +47,8 @@ class Field(nn.Module):
 
     With a ``base`` (:class:`~inrsr.prior.BaseVolume`), the network's output is added to
     ``config.base_weight`` times the base's interpolated values, contrast by contrast (a residual
-    over the whole base at weight 1).
+    over the whole base at weight 1). After the fit, ``correction`` may hold the stacks'
+    back-projected residuals (:class:`~inrsr.backproject.StackResiduals`), also added.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Field(nn.Module):
         super().__init__()
         self.contrasts = list(contrasts)
         self.base = base
+        self.correction: nn.Module | None = None  # set after the fit (see inrsr.backproject)
         self.base_weight = config.base_weight
         self.variant = config.variant
         n_c = len(self.contrasts)
@@ -95,17 +97,20 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
-        return self._plus_base(self.residual(x), x)
+        return self._plus_fixed(self.residual(x), x)
 
-    def _plus_base(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
-        """``out`` plus ``base_weight`` times the base at ``x``: every contrast ``(N, C)``, or each
-        point's own ``(N,)`` when ``contrast_id`` is given. ``out`` unchanged without a base."""
-        if self.base is None:
-            return out
-        base = self.base(x)
-        if contrast_id is not None:
-            base = base.gather(1, contrast_id[:, None])[:, 0]
-        return out.float() + self.base_weight * base
+    def _plus_fixed(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
+        """``out`` plus the parts of the field that gradients do not train: ``base_weight`` times the
+        base at ``x``, and the back-projected residuals once the fit has set them. Every contrast
+        ``(N, C)``, or each point's own ``(N,)`` when ``contrast_id`` is given."""
+        for part, weight in ((self.base, self.base_weight), (self.correction, 1.0)):
+            if part is None:
+                continue
+            values = part(x)
+            if contrast_id is not None:
+                values = values.gather(1, contrast_id[:, None])[:, 0]
+            out = out.float() + weight * values
+        return out
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""
@@ -138,7 +143,7 @@ class Field(nn.Module):
             sel = (contrast_id == c).nonzero(as_tuple=True)[0]
             if sel.numel() > 0:
                 out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0].to(out.dtype)
-        return self._plus_base(out, x, contrast_id)
+        return self._plus_fixed(out, x, contrast_id)
 
 
 def build_field(

@@ -19,7 +19,7 @@ from .config import FitConfig
 from .errors import InputError, InputWarning
 from .fit import fit_field, resolve_device, torch_threads
 from .baselines import cubic_between_slices
-from .consistency import held_out_slices, registered_stacks, resimulate, stack_scores
+from .consistency import held_out_slices, registered_stacks, resimulate, stack_residuals, stack_scores
 from .geometry import Box, Grid, fov_corners_world, isotropic_grid, overlap_fraction, rigid_error, union_box, voxel_sizes_mm
 from .field import Field
 from .io import HeaderCodes, Stack, atomic_path, check_writable, load_image, load_stack, save_nifti, write_text
@@ -30,7 +30,7 @@ from .render import render_grid
 from .samples import Subject, TrainingSet, build_training_set
 
 __all__ = [
-    "StackSpec", "load_stacks", "reference_grid", "training_set", "render_subject", "output_grid", "fit_subject",
+    "StackSpec", "load_stacks", "reference_grid", "training_set", "make_consistent", "render_subject", "output_grid", "fit_subject",
     "sample_model", "check_model", "initial_alignment", "registration_report",
 ]
 
@@ -131,6 +131,20 @@ def uses_base(config: FitConfig, stacks: list[Stack]) -> bool:
     if config.register or config.base == "none":
         return False
     return config.base == "cubic" or any(s.slice_thickness_mm < s.slice_spacing_mm - GAP_TOL_MM for s in stacks)
+
+
+def make_consistent(
+    field: Field, stacks: list[Stack], subject: Subject, config: FitConfig,
+    exclude: list[np.ndarray | None] | None = None,
+) -> float:
+    """With ``config.data_consistency``, give ``field`` its stacks' back-projected residuals (see
+    :mod:`inrsr.backproject`; ``exclude``: voxels held out per stack). ``stacks`` are placed
+    where the fit put them. Returns the seconds it took (0 when off)."""
+    if not config.data_consistency:
+        return 0.0
+    t0 = time.perf_counter()
+    field.correction = stack_residuals(field, stacks, subject, config, exclude)
+    return time.perf_counter() - t0
 
 
 def render_subject(
@@ -275,7 +289,7 @@ def fit_subject(
 
     result = fit_field(train, subject.contrasts, config, progress=progress, state_path=state_path, resume=resume,
                        initial_poses=init)
-    transforms = None
+    transforms, moved = None, stacks
     if registering and result.poses is not None:
         matrices = result.poses.world_matrices(subject.normaliser)
         transforms = registration_report(stacks, matrices, config.register_stack)
@@ -283,6 +297,7 @@ def fit_subject(
         subject = replace(subject, foregrounds=[(m, s.affine) for (m, _), s in zip(subject.foregrounds, moved)])
         if ref is None:
             grid, _ = output_grid(union_box([(s.shape, s.affine) for s in moved]), None, resolution_mm, finest)
+    t_consistent = make_consistent(result.field, moved, subject, config)
     t1 = time.perf_counter()
     volumes = render_subject(result.field, grid, subject, config)
     t_render = time.perf_counter() - t1
@@ -308,7 +323,7 @@ def fit_subject(
         "stopped_early": result.stopped_early,
         "stopped_by": result.stopped_by,
         "final_mi": result.mi_curve[-1]["mi"] if result.mi_curve else None,
-        "seconds": {"prepare": t_prep, "fit": result.seconds, "render": t_render},
+        "seconds": {"prepare": t_prep, "fit": result.seconds, "data_consistency": t_consistent, "render": t_render},
         "train_points_per_second": result.points_per_second,
         "transforms": transforms,
     }
@@ -368,7 +383,8 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     """Quality estimates of a fitted model without ground truth (see :mod:`inrsr.consistency`).
 
     Re-reads the input stacks named in ``model_path``, places them where registration found them,
-    and reports per stack the self-consistency of the field with its voxels (foreground only).
+    and reports per stack the self-consistency of the network with its voxels (foreground only;
+    without the back-projected residuals, which would make it agree by construction).
     With ``holdout_every`` ≥ 2, each stack is also predicted by a refit that has not seen it: a
     stack whose contrast another stack has is left out whole; otherwise every
     ``holdout_every``-th slice is left out and cubic interpolation between the kept slices is
@@ -381,6 +397,7 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     stacks = [replace(s, mask=m) for s, m in zip(_stacks_of_model(payload), masks)]
     stacks = registered_stacks(stacks, [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]])
     rows = []
+    model.correction = None
     for s, mask in zip(stacks, masks):
         pred = resimulate(model, s, subject, config, where=mask)
         rows.append({"path": s.path, "contrast": s.contrast, "self": stack_scores(pred, s.data, mask)})
@@ -394,6 +411,7 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
                 others = [t for i, t in enumerate(stacks) if i != k]
                 sub, train = training_set(others, refit)
                 field = fit_field(train, sub.contrasts, refit, progress=progress).field
+                make_consistent(field, others, sub, refit)
                 pred = resimulate(field, s, sub, refit, where=mask)
                 rows[k]["left_out"] = {"mode": "stack", "inr": stack_scores(pred, s.data, mask)}
                 continue
@@ -402,8 +420,10 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
                 continue
             exclude = np.zeros(s.shape, dtype=bool)
             np.moveaxis(exclude, s.slice_axis, 0)[held] = True
-            sub, train = training_set(stacks, refit, [exclude if i == k else None for i in range(len(stacks))])
+            excluded = [exclude if i == k else None for i in range(len(stacks))]
+            sub, train = training_set(stacks, refit, excluded)
             field = fit_field(train, sub.contrasts, refit, progress=progress).field
+            make_consistent(field, stacks, sub, refit, excluded)
             where = mask & exclude
             pred = resimulate(field, s, sub, refit, where=where)
             cubic = cubic_between_slices(s.data, s.slice_axis, held)

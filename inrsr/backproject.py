@@ -1,0 +1,108 @@
+"""Data consistency after the fit: each stack's residual, back-projected along its slice profile.
+
+A fitted field reproduces its stacks' voxels only approximately: predicted through the forward
+model (the slice profile), each voxel is off by a small residual ``r = measured − predicted``.
+Back-projection (one step of iterative back-projection, as in classic super-resolution) adds
+each voxel's residual to the field where that voxel measured it:
+
+* **box** and **gaussian** profiles: a point takes the residual of the nearest slice when it lies
+  within half the slice thickness (the FWHM for gaussian) of that slice's centre plane, and 0 in
+  the gaps between thin slices; within the slice plane the residual is interpolated linearly.
+  Where slabs tile the stack (thickness = spacing), every point takes its slab's residual and, on
+  a grid whose slices subdivide the slabs, every slab's mean becomes the measured voxel exactly;
+* **point** profiles (the field at the voxel centre): the residual is interpolated linearly across
+  slices too, so the field passes through the measured samples and the correction fades between.
+
+Where several stacks share a contrast, their corrections are averaged where they overlap.
+Residuals are computed on each stack's foreground only (0 elsewhere), in network units, by
+:func:`inrsr.consistency.stack_residuals`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .geometry import Normaliser
+
+__all__ = ["StackResiduals", "half_support_voxels", "to_voxel_map"]
+
+def half_support_voxels(profile: str, thickness_mm: float, spacing_mm: float) -> float:
+    """Half the through-plane support of a voxel's back-projected residual, in slice spacings
+    (0.5: the slabs tile the stack); negative for ``point`` profiles (linear across slices)."""
+    if profile == "point":
+        return -1.0
+    return 0.5 * thickness_mm / spacing_mm
+
+
+def to_voxel_map(affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
+    """(3, 4) map of normalised coordinates → world mm → continuous voxel indices of ``affine``."""
+    to_world = np.eye(4)
+    to_world[:3, :3] *= normaliser.scale_mm
+    to_world[:3, 3] = normaliser.centre_mm
+    return (np.linalg.inv(affine) @ to_world)[:3]
+
+
+class StackResiduals(nn.Module):
+    """Per-stack residual volumes and how to read them at normalised points.
+
+    Buffers (``k`` = stack index): ``residual_k`` (X, Y, Z) float32 on the stack's voxel grid, in
+    network units; ``to_voxel_k`` (3, 4) the map from normalised coordinates to its continuous
+    voxel indices (see :func:`to_voxel_map`); ``meta`` (K, 3) float32 rows of (contrast index,
+    slice axis, half support in slice spacings, see :func:`half_support_voxels`).
+    """
+
+    def __init__(self, residuals: list[torch.Tensor], to_voxel: list[torch.Tensor], meta: torch.Tensor, n_contrasts: int):
+        super().__init__()
+        if not len(residuals) == len(to_voxel) == meta.shape[0]:
+            raise ValueError("one residual volume, map and meta row per stack")
+        self.n_contrasts = n_contrasts
+        for k, (r, m) in enumerate(zip(residuals, to_voxel)):
+            self.register_buffer(f"residual_{k}", r.float().contiguous())
+            self.register_buffer(f"to_voxel_{k}", m.float().contiguous())
+        self.register_buffer("meta", meta.float())
+
+    @classmethod
+    def empty_like_state(cls, state: dict[str, torch.Tensor], prefix: str, n_contrasts: int) -> "StackResiduals":
+        """A placeholder whose buffers have the shapes found in ``state`` (for loading a checkpoint)."""
+        meta = state[prefix + "meta"]
+        n = meta.shape[0]
+        return cls(
+            [torch.empty_like(state[f"{prefix}residual_{k}"]) for k in range(n)],
+            [torch.empty_like(state[f"{prefix}to_voxel_{k}"]) for k in range(n)],
+            torch.empty_like(meta), n_contrasts,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3)`` normalised points → ``(N, C)``: each contrast's back-projected residual,
+        averaged over the stacks of that contrast whose field of view holds the point (0 where none).
+
+        A point belongs to a stack's field of view when it lies within half a voxel of its outer
+        voxel centres (there it reads the nearest edge value) and, for box and gaussian profiles,
+        within a slice's support.
+        """
+        x = x.float()
+        total = x.new_zeros(x.shape[0], self.n_contrasts)
+        count = x.new_zeros(x.shape[0], self.n_contrasts)
+        for k, (contrast, axis, half) in enumerate(self.meta.tolist()):
+            contrast, axis = int(contrast), int(axis)
+            vol, m = getattr(self, f"residual_{k}"), getattr(self, f"to_voxel_{k}")
+            u = x @ m[:, :3].T + m[:, 3]
+            size = torch.tensor(vol.shape, dtype=u.dtype, device=u.device)
+            inside = ((u >= -0.5) & (u <= size - 0.5)).all(dim=1)
+            if half >= 0:  # the nearest slice, where its profile reaches
+                nearest = torch.floor(u[:, axis] + 0.5)
+                inside &= (u[:, axis] - nearest).abs() <= half + 1e-4
+                u[:, axis] = nearest
+            u = torch.minimum(torch.clamp(u, min=0.0), size - 1)
+            g = 2.0 * u / torch.clamp(size - 1, min=1.0) - 1.0
+            val = F.grid_sample(
+                vol[None, None], g.flip(1).view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
+                align_corners=True,
+            )[0, 0, :, 0, 0]
+            total[:, contrast] += torch.where(inside, val, torch.zeros_like(val))
+            count[:, contrast] += inside.to(val.dtype)
+        return total / count.clamp(min=1.0)
+
