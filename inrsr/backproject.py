@@ -29,6 +29,7 @@ from .geometry import Normaliser
 
 __all__ = ["StackResiduals", "half_support_voxels", "to_voxel_map"]
 
+
 def half_support_voxels(profile: str, thickness_mm: float, spacing_mm: float) -> float:
     """Half the through-plane support of a voxel's back-projected residual, in slice spacings
     (0.5: the slabs tile the stack); negative for ``point`` profiles (linear across slices)."""

@@ -99,7 +99,8 @@ def stack_residuals(
             meta.append([subject.contrasts.index(s.contrast), s.slice_axis, half])
     finally:
         model.correction = saved
-    return StackResiduals(residuals, maps, torch.tensor(meta, dtype=torch.float32), len(subject.contrasts))
+    module = StackResiduals(residuals, maps, torch.tensor(meta, dtype=torch.float32), len(subject.contrasts))
+    return module.to(next(model.parameters()).device)
 
 
 def stack_scores(pred: np.ndarray, data: np.ndarray, mask: np.ndarray) -> dict[str, float]:
