@@ -40,10 +40,7 @@ def half_support_voxels(profile: str, thickness_mm: float, spacing_mm: float) ->
 
 def to_voxel_map(affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
     """(3, 4) map of normalised coordinates → world mm → continuous voxel indices of ``affine``."""
-    to_world = np.eye(4)
-    to_world[:3, :3] *= normaliser.scale_mm
-    to_world[:3, 3] = normaliser.centre_mm
-    return (np.linalg.inv(affine) @ to_world)[:3]
+    return (np.linalg.inv(affine) @ normaliser.to_world_matrix())[:3]
 
 
 class StackResiduals(nn.Module):

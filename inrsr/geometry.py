@@ -170,6 +170,13 @@ class Normaliser:
         """The inverse map: normalised coordinates → world mm (float64)."""
         return np.asarray(coords, dtype=np.float64) * self.scale_mm + self.centre_mm
 
+    def to_world_matrix(self) -> np.ndarray:
+        """:meth:`to_world` as a 4×4 homogeneous matrix (for composing with voxel affines)."""
+        m = np.eye(4)
+        m[:3, :3] *= self.scale_mm
+        m[:3, 3] = self.centre_mm
+        return m
+
     def to_dict(self) -> dict:
         return {"centre_mm": np.asarray(self.centre_mm).tolist(), "scale_mm": self.scale_mm}
 

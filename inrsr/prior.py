@@ -57,14 +57,10 @@ class BaseVolume(nn.Module):
 def _sample_map(grid_affine: np.ndarray, shape: tuple[int, int, int], subject: Subject) -> np.ndarray:
     """(3, 4) map normalised coordinates → world mm → grid voxel → ``grid_sample`` coordinates, rows
     reversed into (Z, Y, X) order."""
-    n = subject.normaliser
-    to_world = np.eye(4)
-    to_world[:3, :3] *= n.scale_mm
-    to_world[:3, 3] = n.centre_mm
     extent = np.maximum(np.asarray(shape, dtype=np.float64) - 1.0, 1.0)
     to_unit = np.diag([*(2.0 / extent), 1.0])
     to_unit[:3, 3] = -1.0
-    m = to_unit @ np.linalg.inv(grid_affine) @ to_world
+    m = to_unit @ np.linalg.inv(grid_affine) @ subject.normaliser.to_world_matrix()
     return m[:3][::-1].copy()
 
 
