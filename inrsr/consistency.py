@@ -84,9 +84,8 @@ def stack_residuals(
     elsewhere. ``stacks`` must be placed where the fit put them (registration included) and in
     the order of ``subject.foregrounds``. The residuals are taken from ``model`` without any
     correction it already carries."""
-    saved, model.correction = model.correction, None
-    try:
-        residuals, maps, meta = [], [], []
+    residuals, maps, meta = [], [], []
+    with model.without_correction():
         for k, (s, (mask, _)) in enumerate(zip(stacks, subject.foregrounds)):
             where = mask if exclude is None or exclude[k] is None else mask & ~exclude[k]
             pred = resimulate(model, s, subject, config, where=where, device=device)
@@ -97,8 +96,6 @@ def stack_residuals(
             maps.append(torch.from_numpy(to_voxel_map(s.affine, subject.normaliser).astype(np.float32)))
             half = half_support_voxels(config.slice_profile, s.slice_thickness_mm, s.slice_spacing_mm)
             meta.append([subject.contrasts.index(s.contrast), s.slice_axis, half])
-    finally:
-        model.correction = saved
     module = StackResiduals(residuals, maps, torch.tensor(meta, dtype=torch.float32), len(subject.contrasts))
     return module.to(next(model.parameters()).device)
 

@@ -6,6 +6,9 @@ Shapes: coordinates ``(N, 3)`` in normalised units (see :mod:`inrsr.geometry`); 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,6 +114,15 @@ class Field(nn.Module):
                 values = values.gather(1, contrast_id[:, None])[:, 0]
             out = out.float() + weight * values
         return out
+
+    @contextmanager
+    def without_correction(self) -> Iterator["Field"]:
+        """The field without its back-projected residuals for the duration (the network and its base alone)."""
+        saved, self.correction = self.correction, None
+        try:
+            yield self
+        finally:
+            self.correction = saved
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""

@@ -397,10 +397,10 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     stacks = [replace(s, mask=m) for s, m in zip(_stacks_of_model(payload), masks)]
     stacks = registered_stacks(stacks, [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]])
     rows = []
-    model.correction = None
-    for s, mask in zip(stacks, masks):
-        pred = resimulate(model, s, subject, config, where=mask)
-        rows.append({"path": s.path, "contrast": s.contrast, "self": stack_scores(pred, s.data, mask)})
+    with model.without_correction():
+        for s, mask in zip(stacks, masks):
+            pred = resimulate(model, s, subject, config, where=mask)
+            rows.append({"path": s.path, "contrast": s.contrast, "self": stack_scores(pred, s.data, mask)})
     if holdout_every:
         if holdout_every < 2:
             raise InputError(f"--holdout must be at least 2, got {holdout_every}")

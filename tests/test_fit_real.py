@@ -20,9 +20,11 @@ import torch
 from click.testing import CliRunner
 
 from inrsr.baselines import interpolate_to_grid
+from inrsr.checkpoint import load_checkpoint
 from inrsr.cli import main
 from inrsr.geometry import Grid, fov_corners_world, union_box, voxel_sizes_mm
 from inrsr.metrics import evaluate
+from inrsr.pipeline import reference_grid, render_subject
 
 # The short CPU fit in this test must beat cubic's PSNR inside the brain by this much (measured:
 # +0.89 dB t1, +1.27 dB t2 at 400 steps, back-projected residuals included).
@@ -144,14 +146,11 @@ def test_thin_slices_with_gaps_fit_over_part_of_the_cubic_base(fitted_point, nam
 def test_back_projected_residuals_bring_the_field_closer_to_the_truth(fitted):
     """``default`` adds the stacks' back-projected residuals after the fit (``--data-consistency``):
     rendered without them, the network alone is further from the truth in both contrasts."""
-    from inrsr.checkpoint import load_checkpoint
-    from inrsr.pipeline import reference_grid, render_subject
-
     model, config, subject, _, _ = load_checkpoint(fitted / "out" / "model.pt")
     assert config.data_consistency and model.correction is not None
-    model.correction = None
     grid, _ = reference_grid(fitted / "t1_hr.nii.gz")
-    alone = render_subject(model, grid, subject, config)
+    with model.without_correction():
+        alone = render_subject(model, grid, subject, config)
     log = json.loads((fitted / "out" / "log.json").read_text())
     assert log["seconds"]["data_consistency"] > 0
     for name in ("t1", "t2"):
