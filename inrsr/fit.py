@@ -88,15 +88,17 @@ def torch_threads(n: int) -> Iterator[None]:
 def make_optimiser(model: Field, config: FitConfig, poses: StackPoses | None = None) -> torch.optim.Adam:
     """Adam with parameter groups: grid tables (``grid_lr``, or ``lr`` when 0), the rest of the
     field (``lr``) and the stack transforms (``register_lr``, in mm and degrees per step). Each
-    group's ``scale`` is its learning rate relative to ``lr``, which the schedule multiplies. Uses
-    the fused implementation when torch offers it for the device."""
+    group's ``scale`` is its learning rate relative to ``lr``, which the schedule multiplies. The
+    field's groups use ``adam_beta2``; the transforms keep torch's 0.999. Uses the fused
+    implementation when torch offers it for the device."""
     tables = [p for n, p in model.named_parameters() if n.endswith("table")]
     ids = {id(p) for p in tables}
     others = [p for p in model.parameters() if id(p) not in ids]
     grid_scale = (config.grid_lr or config.lr) / config.lr
-    groups = [{"params": others, "scale": 1.0}]
+    betas = (0.9, config.adam_beta2)
+    groups = [{"params": others, "scale": 1.0, "betas": betas}]
     if tables:
-        groups.append({"params": tables, "scale": grid_scale, "eps": 1e-15})
+        groups.append({"params": tables, "scale": grid_scale, "eps": 1e-15, "betas": betas})
     if poses is not None:
         groups.append({"params": list(poses.parameters()), "scale": config.register_lr / config.lr})
     try:

@@ -105,6 +105,8 @@ def test_bad_options(stacks):
     check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--ref", good1,
                       "--resolution", "1"]), "exclusive")
     check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--mask", good1]), "--mask")
+    check_error(*run(["fit", "--t1", good1, "--t2", good2, "-o", tmp / "out", "--adam-beta2", "1"]),
+                "--adam-beta2 must be between 0 and 1")
     assert not (tmp / "out").exists()
 
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from inrsr.config import preset
-from inrsr.fit import _lr_at, fit_field, profile_forward, smoothness_of, smoothness_penalty, training_forward
+from inrsr.field import build_field
+from inrsr.fit import _lr_at, fit_field, make_optimiser, profile_forward, smoothness_of, smoothness_penalty, training_forward
 from inrsr.geometry import Grid
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
+from inrsr.pose import StackPoses
 from inrsr.render import render_grid
 from inrsr.samples import build_training_set
 from inrsr.simulate import simulate_stack
@@ -50,6 +52,18 @@ def test_same_seed_same_field_on_cpu():
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
         assert not torch.allclose(a(x), c(x))
+
+
+def test_optimiser_groups_learning_rates_and_betas():
+    cfg = preset("default", lr=0.01, grid_lr=0.03, register_lr=0.05, adam_beta2=0.9)
+    field = build_field(["t1", "t2"], cfg, mm_per_unit=100.0)
+    opt = make_optimiser(field, cfg, StackPoses(torch.zeros(2, 3), fixed=0, mm_per_unit=100.0))
+    others, tables, poses = opt.param_groups
+    assert {id(p) for p in tables["params"]} == {id(p) for n, p in field.named_parameters() if n.endswith("table")}
+    assert len(others["params"]) + len(tables["params"]) == len(list(field.parameters()))
+    assert [g["scale"] for g in opt.param_groups] == pytest.approx([1.0, 3.0, 5.0])
+    assert others["betas"] == tables["betas"] == (0.9, 0.9)
+    assert poses["betas"] == (0.9, 0.999)  # the stack transforms keep torch's default
 
 
 def test_cosine_schedules():
