@@ -217,7 +217,7 @@ PRESETS: dict[str, FitConfig] = {
         adam_beta2=0.9,  # +0.03 to +0.31 dB on every benchmark volume against 0.999 (README, "What was tried")
         batch_size=4096,
         max_epochs=100,
-        max_steps=1400,
+        max_steps=1100,
         lr_schedule="cosine",
         background_ratio=0.25,
         slice_profile="box",
@@ -229,7 +229,7 @@ PRESETS: dict[str, FitConfig] = {
         reg_points=2048,
         mi_every=100,
         mi_points=20000,
-        es_min_evals=12,  # MI may stop the fit from step 1200 on (see README, "Presets")
+        es_min_evals=9,  # MI may stop the fit from step 900 on (see README, "Presets")
         data_consistency=True,
     ),
 }
