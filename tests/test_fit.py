@@ -10,7 +10,8 @@ import torch
 
 from inrsr.config import preset
 from inrsr.field import build_field
-from inrsr.fit import _lr_at, fit_field, make_optimiser, profile_forward, smoothness_of, smoothness_penalty, training_forward
+from inrsr.fit import (_lr_at, fit_field, make_optimiser, profile_forward, smoothness_of, smoothness_penalty,
+                       training_forward)
 from inrsr.geometry import Grid
 from inrsr.io import Stack
 from inrsr.phantom import head_phantom
