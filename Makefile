@@ -22,7 +22,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -ra
 
-# Speed/quality benchmark on the shared cases (about 25 min on 2 CPU cores); table in bench_out/bench.md
+# Speed/quality benchmark on the shared cases (about 30 min on 2 CPU cores); table in experiments/results/bench.md
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out
 

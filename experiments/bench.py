@@ -8,6 +8,9 @@ and the ``paper`` preset's projected 50-epoch time divided by the method's fit t
 runs for a fixed time budget (``--paper-budget``); its 50-epoch time is projected from its
 measured steps per second. Runs on CUDA when one is present (``--device``).
 
+The table is written to ``experiments/results/bench.md`` (and ``bench.json``), which the README
+links; simulated stacks and per-run results are cached in ``--out`` (``bench_out``).
+
     python experiments/bench.py [--cases brats,msseg] [--protocols slab,point] [--out bench_out]
 """
 
@@ -28,11 +31,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
 
-from inrsr.baselines import interpolate_to_grid  # noqa: E402
+from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
-from inrsr.fit import fit_field, resolve_device  # noqa: E402
-from inrsr.metrics import evaluate  # noqa: E402
-from inrsr.pipeline import StackSpec, load_stacks, make_consistent, reference_grid, render_subject, training_set  # noqa: E402
+from inrsr.device import resolve_device  # noqa: E402
+from inrsr.evaluate.metrics import evaluate  # noqa: E402
+from inrsr.io.grids import reference_grid  # noqa: E402
+from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
+from inrsr.jobs.reconstruct import reconstruct  # noqa: E402
+from inrsr.render import render_subject  # noqa: E402
 
 METHODS = ("cubic", "fast", "default", "paper")
 
@@ -54,11 +60,10 @@ def run_method(spec: dict) -> dict:
     else:
         config = method_config(method, spec["device"], spec["paper_budget"])
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
-        subject, train = training_set(stacks, config)
-        res = fit_field(train, subject.contrasts, config, progress=False)
-        consistent_s = make_consistent(res.field, stacks, subject, config)
+        recon = reconstruct(stacks, config)
+        res, consistent_s = recon.fit, recon.consistency_s
         t0 = time.perf_counter()
-        vols = render_subject(res.field, grid, subject, config)
+        vols = render_subject(recon.field, grid, recon.subject, config)
         out.update(render_s=time.perf_counter() - t0, fit_s=res.seconds + consistent_s, consistent_s=consistent_s,
                    points_per_s=res.points_per_second,
                    steps=res.steps, stopped_by=res.stopped_by,
@@ -93,7 +98,9 @@ def main() -> None:
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--paper-budget", type=float, default=120.0, help="seconds of training for the paper preset")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default="bench_out")
+    ap.add_argument("--out", default="bench_out", help="cache of simulated stacks and per-run results")
+    ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"),
+                    help="folder of bench.md and bench.json")
     ap.add_argument("--fresh", action="store_true", help="recompute runs whose results are cached")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,8 +140,10 @@ def main() -> None:
               f"paper budget {args.paper_budget:.0f} s, factor {args.factor}")
     text = header + "\n\n" + _table(rows) + "\n"
     print(text)
-    (out / "bench.md").write_text(text)
-    (out / "bench.json").write_text(json.dumps(rows, indent=1, default=float))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "bench.md").write_text(text)
+    (results / "bench.json").write_text(json.dumps(rows, indent=1, default=float))
 
 
 if __name__ == "__main__":

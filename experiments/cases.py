@@ -15,10 +15,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from inrsr.io import HeaderCodes, load_image, save_nifti, write_thickness_sidecar
-from inrsr.simulate import simulate_stack, simulated_thickness_mm, view_axis
+from inrsr.io.files import write_thickness_sidecar
+from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
+from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
 
 REPO = Path(__file__).resolve().parents[1]
+# The slice profile each evaluation protocol simulates its thick stacks with.
+PROTOCOL_PROFILES = {"point": "point", "slab": "box"}
 DATA_ENV = "INRSR_DATA"
 
 
@@ -76,10 +79,10 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
         axis = view_axis(img.affine, view)
         if not out.exists():
             data = np.asarray(img.dataobj, dtype=np.float32)
-            lo, aff = simulate_stack(data, img.affine, axis, factor, protocol)
+            lo, aff = simulate_stack(data, img.affine, axis, factor, PROTOCOL_PROFILES[protocol])
             save_nifti(lo, aff, out, HeaderCodes.from_header(img.header))
         # The BIDS sidecar a scanner would write: point samples are thin slices with gaps.
-        write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, protocol))
+        write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, PROTOCOL_PROFILES[protocol]))
         stacks[contrast] = str(out)
     mask_path = folder / "mask.nii.gz"
     if not mask_path.exists():

@@ -49,13 +49,15 @@ from scipy.ndimage import map_coordinates
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
 
-from inrsr.baselines import interpolate_to_grid  # noqa: E402
+from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
-from inrsr.fit import fit_field, torch_threads  # noqa: E402
+from inrsr.device import torch_threads  # noqa: E402
+from inrsr.evaluate.metrics import evaluate, psnr  # noqa: E402
 from inrsr.geometry import apply_affine, world_axis_of  # noqa: E402
-from inrsr.metrics import evaluate, psnr  # noqa: E402
+from inrsr.io.grids import reference_grid  # noqa: E402
+from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
+from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.mi import mutual_information  # noqa: E402
-from inrsr.pipeline import StackSpec, load_stacks, make_consistent, reference_grid, training_set  # noqa: E402
 from inrsr.render import render_grid  # noqa: E402
 
 METHODS = ("cubic", "smore", "single", "vanilla", "split", "default")
@@ -75,7 +77,7 @@ class Probe:
     """PSNR on a fixed sample of brain voxels and MI between predicted contrasts, during a fit.
 
     Called after every step; evaluates at training times 1, 2, 4, 8 … s (doubling). Its own time is
-    excluded from the fit's timings by :func:`inrsr.fit.fit_field`.
+    excluded from the fit's timings by :func:`inrsr.fit.loop.fit_field`.
     """
 
     def __init__(self, truths: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray, subject, train,
@@ -138,7 +140,8 @@ def run_method(spec: dict) -> dict:
         vols = {c: interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stacks"].items()}
         out["render_s"] = time.perf_counter() - t0
     elif method == "smore":
-        from inrsr.smore import SmoreConfig, smore_volume
+        from inrsr.baselines.smore.config import SmoreConfig
+        from inrsr.baselines.smore.run import smore_volume
 
         # The slice profile each protocol really has: a 4-slice box (slab), point samples (point).
         profile = {"slab": {"profile": "box"}, "point": {"profile": "box", "thickness_mm": 1.0}}[spec["protocol"]]
@@ -155,12 +158,13 @@ def run_method(spec: dict) -> dict:
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
         subject, train = training_set(stacks, config)
         probe = Probe(truths, mask, grid.affine, subject, train, config.precision)
-        res = fit_field(train, subject.contrasts, config, progress=False, callback=probe)
-        probe.curve.append(probe.measure(res.steps, res.seconds, res.field))
-        consistent_s = make_consistent(res.field, stacks, subject, config)
+        recon = reconstruct(stacks, config, prepared=(subject, train), callback=probe)
+        res, consistent_s = recon.fit, recon.consistency_s
+        with recon.field.without_correction():  # the probe's last point: the fit itself, as its others
+            probe.curve.append(probe.measure(res.steps, res.seconds, recon.field))
         t0 = time.perf_counter()
         with torch_threads(config.threads):
-            vols = render_grid(res.field, grid, subject.normaliser, subject.scales, config.render_chunk, "cpu",
+            vols = render_grid(recon.field, grid, subject.normaliser, subject.scales, config.render_chunk, "cpu",
                                [(mask, grid.affine)], config.precision)
         out.update(
             render_s=time.perf_counter() - t0, fit_s=res.seconds + consistent_s, steps=res.steps, stopped_by=res.stopped_by,

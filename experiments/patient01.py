@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cases import data_root, load_volume  # noqa: E402
-from inrsr.baselines import interpolate_to_grid  # noqa: E402
+from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.geometry import Grid, apply_affine, rigid_error  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

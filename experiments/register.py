@@ -35,15 +35,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cases import brain_mask, data_root, load_volume  # noqa: E402
+from inrsr.acquisition.simulate import simulate_stack, view_axis  # noqa: E402
 from inrsr.config import preset  # noqa: E402
+from inrsr.evaluate.metrics import evaluate  # noqa: E402
 from inrsr.geometry import (  # noqa: E402
     fov_corners_world, rigid_error, rigid_matrix, rotation_from_vector, voxel_centres_world,
 )
-from inrsr.io import HeaderCodes, load_stack, save_nifti  # noqa: E402
-from inrsr.masks import estimate_foreground  # noqa: E402
-from inrsr.metrics import evaluate  # noqa: E402
-from inrsr.pipeline import StackSpec, fit_subject, initial_alignment  # noqa: E402
-from inrsr.simulate import simulate_stack, view_axis  # noqa: E402
+from inrsr.io.nifti import HeaderCodes, save_nifti  # noqa: E402
+from inrsr.io.stack import StackSpec, load_stack  # noqa: E402
+from inrsr.jobs.fit_stacks import fit_subject  # noqa: E402
+from inrsr.register.joint import initial_alignment  # noqa: E402
+from inrsr.samples.foreground import estimate_foreground  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -81,7 +83,7 @@ def main() -> None:
     for k, (contrast, fname, view) in enumerate(scenario):
         data, affine = load_volume(str(root / fname))
         truths[contrast] = (str(root / fname), data)
-        lo, lo_affine = simulate_stack(data, affine, view_axis(affine, view), 4, "slab")
+        lo, lo_affine = simulate_stack(data, affine, view_axis(affine, view), 4, "box")
         path = work / f"{k}_{contrast}_{view}.nii.gz"
         save_nifti(lo, lo_affine, path, HeaderCodes())
         specs.append((contrast, str(path)))

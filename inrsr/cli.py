@@ -1,4 +1,4 @@
-"""Command-line interface: parses arguments, builds a config, calls the library. Nothing else."""
+"""Command-line interface: parses arguments, builds a config, calls a job (:mod:`inrsr.jobs`). Nothing else."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-import numpy as np
 
-from . import __version__
-from .config import PRESETS, FitConfig, preset
-from .errors import InputError, InputWarning
+from inrsr import __version__
+from inrsr.baselines.smore.config import SmoreConfig
+from inrsr.config import PRESETS, FitConfig, preset
+from inrsr.errors import InputError, InputWarning
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -45,20 +45,32 @@ def _fail_cleanly(func: Callable) -> Callable:
     return wrapper
 
 
-def _config_options(func: Callable) -> Callable:
-    """One option per :class:`FitConfig` field; unset options keep the preset's value."""
-    for f in reversed(dataclasses.fields(FitConfig)):
-        name = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
-            decl = f"{name}/--no-{f.name.replace('_', '-')}"
-            func = click.option(decl, f.name, default=None, help=help_text)(func)
-            continue
-        kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-        if f.metadata.get("choices"):
-            kind = click.Choice(f.metadata["choices"])
-        func = click.option(name, f.name, type=kind, default=None, help=help_text)(func)
-    return func
+def _dataclass_options(
+    cls: type, keep_defaults: bool = False, names: dict[str, str] | None = None, skip: tuple[str, ...] = ()
+) -> Callable:
+    """One option per field of the config dataclass ``cls``, with its ``help`` and ``choices``
+    metadata. ``keep_defaults``: the field's default is the option's (shown in ``--help``);
+    otherwise an unset option is ``None`` and keeps the preset's value. ``names`` gives a field a
+    different option name; fields in ``skip`` get none."""
+
+    def decorate(func: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
+            name = (names or {}).get(f.name, "--" + f.name.replace("_", "-"))
+            extra: dict[str, Any] = {"default": f.default, "show_default": True} if keep_defaults else {"default": None}
+            help_text = f.metadata.get("help", "")
+            if f.type in ("bool", bool):
+                decl = f"{name}/--no-{name[2:]}"
+                func = click.option(decl, f.name, help=help_text, **extra)(func)
+                continue
+            kind: Any = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            if f.metadata.get("choices"):
+                kind = click.Choice(f.metadata["choices"])
+            func = click.option(name, f.name, type=kind, help=help_text, **extra)(func)
+        return func
+
+    return decorate
 
 
 def _split_assignment(value: str, option: str) -> tuple[str, str]:
@@ -100,7 +112,7 @@ def main() -> None:
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted fit from OUTPUT/fit_state.pt (same stacks and options).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-@_config_options
+@_dataclass_options(FitConfig)
 @_fail_cleanly
 def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, resume, quiet,
         **cfg):
@@ -113,7 +125,8 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
     fitting, OUTPUT/fit_state.pt holds the training state (saved every --checkpoint-every-s
     seconds and on Ctrl-C) for --resume.
     """
-    from .pipeline import StackSpec, fit_subject
+    from inrsr.io.stack import StackSpec
+    from inrsr.jobs.fit_stacks import fit_subject
 
     named = [(c, p) for c, p in (("t1", t1), ("t2", t2), ("flair", flair)) if p]
     named += [_split_assignment(v, "--stack") for v in extra]
@@ -150,7 +163,7 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
 @_fail_cleanly
 def sample(model_path, ref, resolution, output, device, threads, overwrite):
     """Re-sample a fitted model on a new grid without refitting."""
-    from .pipeline import sample_model
+    from inrsr.jobs.sample import sample_model
 
     summary = sample_model(model_path, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
                            device=device, threads=threads)
@@ -175,15 +188,11 @@ def check(model_path, holdout, output, overwrite, quiet):
     and compared with its voxels inside its foreground: PSNR (dB, over the stack's 1–99.5 %
     range), normalised RMSE and correlation. The input files named in the model must still exist.
     """
-    from .io import write_text
-    from .pipeline import check_model
+    from inrsr.io.files import check_output_file, write_json
+    from inrsr.jobs.check import check_model
 
     if output is not None:
-        p = Path(output)
-        if p.exists() and not overwrite:
-            raise InputError(f"{p}: output exists (use --overwrite to replace it)")
-        if not p.parent.is_dir():
-            raise InputError(f"{p.parent}: output folder does not exist")
+        check_output_file(output, overwrite)
     report = check_model(model_path, holdout, progress=not quiet)
     click.echo(f"{'stack':<40} {'test':<26} {'PSNR dB':>8} {'nRMSE':>7} {'corr':>6}")
     for row in report["stacks"]:
@@ -197,17 +206,7 @@ def check(model_path, holdout, output, overwrite, quiet):
         for label, sc in lines:
             click.echo(f"{name:<40} {label:<26} {sc['psnr']:>8.2f} {sc['nrmse']:>7.4f} {sc['corr']:>6.3f}")
     if output is not None:
-        write_text(output, json.dumps(report, indent=2, default=float))
-
-
-def _refuse_existing_file(path: str, overwrite: bool) -> None:
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise InputError(f"{p}: output exists (use --overwrite to replace it)")
-    if not p.name.lower().endswith((".nii", ".nii.gz")):
-        raise InputError(f"{p}: output name must end in .nii or .nii.gz")
-    if not p.parent.is_dir():
-        raise InputError(f"{p.parent}: output folder does not exist")
+        write_json(output, report)
 
 
 @main.command(context_settings=CONTEXT)
@@ -216,32 +215,20 @@ def _refuse_existing_file(path: str, overwrite: bool) -> None:
               help="Slices thick along S–I (axial), A–P (coronal) or L–R (sagittal).")
 @click.option("--axis", type=click.IntRange(0, 2), help="Thick array axis (instead of --view).")
 @click.option("--factor", type=click.IntRange(1, 64), default=4, show_default=True, help="Slice spacing factor.")
-@click.option("--profile", type=click.Choice(["point", "slab"]), default="point", show_default=True,
-              help="point: cubic-spline values at the thick voxels' centres (paper); slab: mean of FACTOR slices.")
+@click.option("--profile", type=click.Choice(["point", "box", "slab"]), default="point", show_default=True,
+              help="point: cubic-spline values at the thick voxels' centres (the paper's protocol); box: mean of "
+                   "FACTOR slices (a slab; 'slab' is its former name).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
 @click.option("--overwrite", is_flag=True)
 @_fail_cleanly
 def simulate(hr, view, axis, factor, profile, output, overwrite):
     """Make a thick-slice stack from an isotropic volume HR, with a BIDS sidecar (.json beside it)
-    giving its SliceThickness: one HR voxel for point samples, FACTOR voxels for slabs."""
-    from .io import HeaderCodes, load_image, save_nifti, sidecar_path, write_thickness_sidecar
-    from .simulate import simulate_stack, simulated_thickness_mm, view_axis
+    giving its SliceThickness: one HR voxel for point samples, FACTOR voxels for a box."""
+    from inrsr.jobs.tools import simulate_file
 
-    if (view is None) == (axis is None):
-        raise InputError("give exactly one of --view or --axis")
-    _refuse_existing_file(output, overwrite)
-    if sidecar_path(output).exists() and not overwrite:
-        raise InputError(f"{sidecar_path(output)}: output exists (use --overwrite to replace it)")
-    data, img = load_image(hr, "volume")
-    ax = axis if axis is not None else view_axis(img.affine, view)
-    if data.shape[ax] < factor:
-        raise InputError(f"{hr}: axis {ax} has {data.shape[ax]} voxels, fewer than --factor {factor}")
-    lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
-    thickness = simulated_thickness_mm(img.affine, ax, factor, profile)
-    save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
-    write_thickness_sidecar(output, thickness)
-    click.echo(f"{output}: {'×'.join(map(str, lr.shape))} voxels, thick axis {ax}, slices {thickness:g} mm thick",
-               err=True)
+    info = simulate_file(hr, output, view, axis, factor, profile, overwrite)
+    click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels, thick axis {info['axis']}, slices "
+               f"{info['thickness_mm']:g} mm thick", err=True)
 
 
 @main.command(context_settings=CONTEXT)
@@ -252,20 +239,13 @@ def simulate(hr, view, axis, factor, profile, output, overwrite):
 @_fail_cleanly
 def evaluate(pred, truth, mask, as_json):
     """PSNR/SSIM inside the brain, the paper's whole-volume convention, and MI, of PRED against TRUTH."""
-    from .io import load_image, load_mask
-    from .masks import estimate_foreground
-    from .metrics import evaluate as evaluate_volumes
+    from inrsr.jobs.tools import evaluate_files
 
-    p, p_img = load_image(pred, "prediction")
-    t, t_img = load_image(truth, "truth")
-    if p.shape != t.shape or not np.allclose(p_img.affine, t_img.affine, atol=1e-3):
-        raise InputError(f"{pred}: grid {p.shape} differs from the truth's grid {t.shape} (resample with --ref)")
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
-        raise InputError(f"{pred}: prediction or truth contains NaN or infinite values")
-    m = load_mask(mask, t.shape, t_img.affine) if mask else estimate_foreground(t, dilate_vox=0)
-    result = evaluate_volumes(p, t, m)
+    full = evaluate_files(pred, truth, mask)
+    mask_voxels = full.pop("mask_voxels")
+    result = full
     if as_json:
-        click.echo(json.dumps({"pred": pred, "truth": truth, "mask_voxels": int(m.sum()), **result}, indent=2))
+        click.echo(json.dumps({"pred": pred, "truth": truth, "mask_voxels": mask_voxels, **result}, indent=2))
         return
     click.echo(f"{'metric':<12} {'value':>9}  meaning")
     notes = {
@@ -299,43 +279,21 @@ def baseline() -> None:
 @_fail_cleanly
 def cubic(input_path, ref, resolution, output, overwrite):
     """Cubic B-spline interpolation of one stack."""
-    from .baselines import interpolate_to_grid
-    from .geometry import union_box, voxel_sizes_mm
-    from .io import HeaderCodes, load_image, save_nifti
-    from .pipeline import output_grid
+    from inrsr.jobs.tools import cubic_file
 
-    _refuse_existing_file(output, overwrite)
-    data, img = load_image(input_path, "stack")
-    box = union_box([(data.shape, img.affine)])
-    grid, ref_codes = output_grid(box, ref, resolution, float(voxel_sizes_mm(img.affine).min()))
-    codes = ref_codes or HeaderCodes.from_header(img.header)
-    save_nifti(interpolate_to_grid(data, img.affine, grid, order=3), grid.affine, output, codes)
-    click.echo(f"{output}: {'×'.join(map(str, grid.shape))} voxels", err=True)
+    info = cubic_file(input_path, output, ref, resolution, overwrite)
+    click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels", err=True)
 
 
-# Defaults of `baseline smore` are those of inrsr.smore.SmoreConfig (kept here so that `inrsr --help`
-# does not import torch; tests/test_smore.py checks that the two agree).
 @baseline.command(context_settings=CONTEXT)
 @_baseline_io_options
-@click.option("--profile", type=click.Choice(["gaussian", "box"]), default="gaussian", show_default=True,
-              help="Slice profile: Gaussian with FWHM = thickness (the paper), or box of width = thickness "
-                   "(slices averaged over their thickness, e.g. `simulate --profile slab`).")
 @click.option("--thickness", type=float, metavar="MM",
               help="Slice thickness (default: a BIDS sidecar's SliceThickness, else the slice spacing).")
-@click.option("--iterations", type=int, default=1200, show_default=True,
-              help="Training steps (the published budget is far larger).")
-@click.option("--time-limit-s", type=float, default=0.0, show_default=True,
-              help="Stop training after this many seconds, whichever limit comes first (0: none).")
-@click.option("--patch", type=int, default=32, show_default=True, help="Side of the square training patches, voxels.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Patches per training step.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed on CPU: same output).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads for torch (0: torch's default).")
+@_dataclass_options(SmoreConfig, keep_defaults=True, names={"patch_size": "--patch"}, skip=("thickness_mm",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
 @_fail_cleanly
-def smore(input_path, ref, resolution, output, profile, thickness, iterations, time_limit_s, patch, batch_size, seed,
-          device, threads, overwrite, quiet):
+def smore(input_path, ref, resolution, output, thickness, overwrite, quiet, **options):
     """SMORE (Zhao et al. 2021): a network trained on the stack's own in-plane slices sharpens its
     thick axis.
 
@@ -343,31 +301,12 @@ def smore(input_path, ref, resolution, output, profile, thickness, iterations, t
     that degradation; it is applied to the through-plane slices of both orientations, averaged, and
     the result is resampled (cubic) to the output grid. Everything is checked before training.
     """
-    from .fit import resolve_device
-    from .geometry import union_box
-    from .io import check_writable, load_stack, save_nifti
-    from .pipeline import output_grid
-    from .smore import SmoreConfig, check_volume, smore_volume
+    from inrsr.jobs.tools import smore_file
 
-    _refuse_existing_file(output, overwrite)
-    check_writable(Path(output).parent)
-    stack = load_stack(input_path, "stack", thickness_mm=thickness)
-    config = SmoreConfig(
-        profile=profile, thickness_mm=stack.thickness_mm or 0.0, patch_size=patch, batch_size=batch_size,
-        iterations=iterations, time_limit_s=time_limit_s, seed=seed, device=device, threads=threads,
-    ).validate()
-    try:
-        check_volume(stack.shape, stack.affine, config)
-    except InputError as exc:
-        raise InputError(f"{input_path}: {exc}") from None
-    resolve_device(device)
-    box = union_box([(stack.shape, stack.affine)])
-    grid, ref_codes = output_grid(box, ref, resolution, float(stack.spacing_mm.min()))
-    volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=not quiet)
-    save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
+    info = smore_file(input_path, output, ref, resolution, thickness, overwrite, progress=not quiet, **options)
     if not quiet:
         click.echo(
-            f"{output}: {'×'.join(map(str, grid.shape))} voxels; thick axis {info['thick_axis']}, ratio "
+            f"{output}: {'×'.join(map(str, info['shape']))} voxels; thick axis {info['thick_axis']}, ratio "
             f"{info['ratio']:.3g}; trained {info['iterations']} steps in {info['train_seconds']:.1f} s "
             f"(final L1 {info['final_loss']:.4f}), inference {info['infer_seconds']:.1f} s",
             err=True,
@@ -381,7 +320,7 @@ def smore(input_path, ref, resolution, output, profile, thickness, iterations, t
 @_fail_cleanly
 def demo(output, preset_name, overwrite):
     """Complete run on a built-in phantom: simulate, fit, compare with cubic, write a table and figure."""
-    from .demo import run_demo
+    from inrsr.jobs.demo import run_demo
 
     report = run_demo(output, preset(preset_name), overwrite=overwrite)
     click.echo(report)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import InputError
+from inrsr.errors import InputError
 
 __all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "option_field", "check_choices"]
 
@@ -105,7 +105,7 @@ class FitConfig:
     )
     data_consistency: bool = option_field(
         False, "after the fit, add each stack's residual (measured minus predicted voxel) back where the voxel "
-        "measured it, along its slice profile, so that the output reproduces the measured voxels (README, "
+        "measured it, along its slice profile, so that the output reproduces the measured voxels (docs/design.md, "
         "\"Data consistency\")"
     )
     # network
@@ -202,7 +202,7 @@ class FitConfig:
 PRESETS: dict[str, FitConfig] = {
     # McGinnis et al. (MICCAI 2023), config_brats.yaml of the authors' code: exact.
     "paper": FitConfig(),
-    # Best measured quality within about two minutes on 2 CPU cores (see README, "Presets").
+    # Best measured quality within about two minutes on 2 CPU cores (docs/experiment-log.md: "History of the presets").
     "default": FitConfig(
         encoding="hash",
         grid_levels=16,
@@ -214,7 +214,7 @@ PRESETS: dict[str, FitConfig] = {
         depth=1,
         head_width=64,
         lr=2e-2,
-        adam_beta2=0.9,  # +0.03 to +0.31 dB on every benchmark volume against 0.999 (README, "What was tried")
+        adam_beta2=0.9,  # +0.03 to +0.31 dB on every benchmark volume against 0.999 (docs/experiment-log.md, 2026-11-22)
         batch_size=4096,
         max_epochs=100,
         max_steps=1100,
@@ -223,18 +223,18 @@ PRESETS: dict[str, FitConfig] = {
         slice_profile="box",
         profile_points=4,
         base="cubic",
-        base_weight=0.4,  # 40 % of the cubic interpolation; the network learns the rest (README, "Presets")
+        base_weight=0.4,  # 40 % of the cubic interpolation; the network learns the rest (docs/design.md, "Cubic base")
         reg_weight=0.02,
         reg_norm="joint",
         reg_points=2048,
         mi_every=100,
         mi_points=20000,
-        es_min_evals=9,  # MI may stop the fit from step 900 on (see README, "Presets")
+        es_min_evals=9,  # MI may stop the fit from step 900 on
         data_consistency=True,
     ),
 }
 # A quick look: the default engine with 8 levels × 4 features, smaller tables and fewer steps, over
-# the whole cubic base (250 steps are too few to learn most of the image; see README, "Presets");
+# the whole cubic base (250 steps are too few to learn most of the image; docs/design.md, "Cubic base");
 # under a minute on 2 CPU cores.
 PRESETS["fast"] = PRESETS["default"].replace(
     grid_levels=8, grid_features=4, grid_log2_table=17, lr=1e-2, max_steps=250, reg_points=1024, mi_every=50,

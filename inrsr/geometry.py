@@ -9,16 +9,25 @@ Conventions
 * The network sees *normalised* coordinates: ``(world - centre_mm) / half_extent_mm`` with one
   isotropic scale for all axes, so that frequencies mean the same thing in every direction.
 
-Everything here is a pure function of arrays and affines; nothing else in the package multiplies
-affines.
+* Slice profiles are described by their full width at half maximum (FWHM, mm); a Gaussian's
+  standard deviation is :func:`fwhm_to_sigma` of it.
+* Volumes are read at arbitrary points by one sampler, :func:`sample_volume` (trilinear, edge
+  values beyond the outermost voxel centres), from continuous voxel indices.
+
+Everything here is a pure function of arrays and affines (NumPy; the few torch functions work
+on tensors so that gradients flow through them); nothing else in the package multiplies affines.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it, so that reading files does not
+    import torch
 
 __all__ = [
     "apply_affine",
@@ -36,11 +45,38 @@ __all__ = [
     "isotropic_grid",
     "grid_points_world",
     "rescaled_affine",
+    "axis_resampled_affine",
     "world_to_voxel_index",
     "rotation_from_vector",
     "rigid_matrix",
     "rigid_error",
+    "compose",
+    "slice_normal",
+    "normalised_to_voxel_matrix",
+    "voxel_to_sampler_matrix",
+    "voxel_to_sampler",
+    "sample_volume",
+    "skew",
+    "rotation_matrices_deg",
+    "rigid_points",
+    "inverse_rigid_points",
+    "FWHM_PER_SIGMA",
+    "fwhm_to_sigma",
+    "sigma_to_fwhm",
 ]
+
+# FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2) ≈ 2.3548.
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def fwhm_to_sigma(fwhm):
+    """Standard deviation of a Gaussian with full width at half maximum ``fwhm`` (same unit)."""
+    return fwhm / FWHM_PER_SIGMA
+
+
+def sigma_to_fwhm(sigma):
+    """Full width at half maximum of a Gaussian with standard deviation ``sigma`` (same unit)."""
+    return sigma * FWHM_PER_SIGMA
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -232,8 +268,6 @@ def rescaled_affine(
     """
     shape3 = [int(s) for s in shape[:3]]
     n_old = shape3[axis]
-    new = np.array(affine, dtype=np.float64)
-    new[:3, axis] = affine[:3, axis] * factor
     if keep == "centre":
         n_new = int(np.ceil(n_old / factor))
         shift_vox_old = (n_old - 1) // 2 - ((n_new - 1) // 2) * factor
@@ -242,9 +276,18 @@ def rescaled_affine(
         shift_vox_old = (factor - 1) / 2.0
     else:
         raise ValueError(f"keep must be 'centre' or 'blocks', got {keep!r}")
-    new[:3, 3] = affine[:3, 3] + affine[:3, axis] * shift_vox_old
     shape3[axis] = n_new
-    return new, (shape3[0], shape3[1], shape3[2])
+    return axis_resampled_affine(affine, axis, factor, shift_vox_old), (shape3[0], shape3[1], shape3[2])
+
+
+def axis_resampled_affine(affine: np.ndarray, axis: int, spacing_factor: float, first_centre_vox: float) -> np.ndarray:
+    """Affine of a grid that differs from ``affine``'s only along array ``axis``: its spacing is
+    ``spacing_factor`` times the old one (below 1: finer) and its first voxel centre lies at old
+    voxel coordinate ``first_centre_vox`` along that axis."""
+    new = np.array(affine, dtype=np.float64)
+    new[:3, axis] = affine[:3, axis] * spacing_factor
+    new[:3, 3] = affine[:3, 3] + affine[:3, axis] * first_centre_vox
+    return new
 
 
 def world_to_voxel_index(affine: np.ndarray, world_mm: np.ndarray) -> np.ndarray:
@@ -282,3 +325,91 @@ def rigid_error(estimate: np.ndarray, truth: np.ndarray, points_mm: np.ndarray) 
     residual = estimate[:3, :3] @ truth[:3, :3].T
     cos = np.clip((np.trace(residual) - 1.0) / 2.0, -1.0, 1.0)
     return float(np.linalg.norm(moved, axis=1).mean()), float(np.degrees(np.arccos(cos)))
+
+
+def compose(*affines: np.ndarray) -> np.ndarray:
+    """The product ``A @ B @ …`` of 4×4 affines: the map that applies the last one first."""
+    out = np.asarray(affines[0], dtype=np.float64)
+    for a in affines[1:]:
+        out = out @ np.asarray(a, dtype=np.float64)
+    return out
+
+
+def slice_normal(affine: np.ndarray) -> np.ndarray:
+    """Unit normal (world frame) of the slice planes spanned by the two in-plane array axes,
+    oriented along the slice axis (differs from the slice axis only for sheared affines)."""
+    cols = direction_cosines(affine)
+    a = slice_axis(affine)
+    u, v = (cols[:, i] for i in range(3) if i != a)
+    n = np.cross(u, v)
+    n /= np.linalg.norm(n)
+    return n if n @ cols[:, a] >= 0 else -n
+
+
+def normalised_to_voxel_matrix(affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
+    """(3, 4) map of normalised coordinates → world mm → continuous voxel indices of ``affine``."""
+    return (np.linalg.inv(affine) @ normaliser.to_world_matrix())[:3]
+
+
+def voxel_to_sampler_matrix(shape: tuple[int, ...]) -> np.ndarray:
+    """4×4 map of continuous voxel indices ``(i, j, k)`` of a ``shape`` volume to the sampling
+    coordinates of :func:`sample_volume`: ``[-1, 1]`` between the outermost voxel centres, in
+    reversed ``(k, j, i)`` order (the order ``torch.nn.functional.grid_sample`` reads)."""
+    extent = np.maximum(np.asarray(shape[:3], dtype=np.float64) - 1.0, 1.0)
+    to_unit = np.diag([*(2.0 / extent), 1.0])
+    to_unit[:3, 3] = -1.0
+    to_unit[:3] = to_unit[:3][::-1]
+    return to_unit
+
+
+def voxel_to_sampler(vox: "torch.Tensor", shape: "torch.Tensor") -> "torch.Tensor":
+    """:func:`voxel_to_sampler_matrix` applied to ``(N, 3)`` continuous voxel indices (tensor),
+    for a volume of ``shape`` (a tensor of the three sizes, same dtype)."""
+    return (2.0 * vox / (shape - 1).clamp(min=1) - 1.0).flip(-1)
+
+
+def sample_volume(volume: "torch.Tensor", coords: "torch.Tensor") -> "torch.Tensor":
+    """Trilinear samples of ``volume`` (``(C, X, Y, Z)``) at ``(N, 3)`` sampling coordinates (see
+    :func:`voxel_to_sampler`); beyond the outermost voxel centres the edge value. Returns ``(C, N)``;
+    differentiable in ``coords`` and ``volume``."""
+    import torch.nn.functional as F
+
+    out = F.grid_sample(volume[None], coords.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return out[0, :, :, 0, 0]
+
+
+def skew(v: "torch.Tensor") -> "torch.Tensor":
+    """``(S, 3)`` vectors → ``(S, 3, 3)`` cross-product matrices."""
+    import torch
+
+    z = torch.zeros_like(v[:, 0])
+    return torch.stack([
+        torch.stack([z, -v[:, 2], v[:, 1]], -1),
+        torch.stack([v[:, 2], z, -v[:, 0]], -1),
+        torch.stack([-v[:, 1], v[:, 0], z], -1),
+    ], dim=1)
+
+
+def rotation_matrices_deg(rotvec_deg: "torch.Tensor") -> "torch.Tensor":
+    """``(S, 3)`` rotation vectors (axis × angle in degrees) → ``(S, 3, 3)`` rotations (tensor,
+    differentiable); the torch twin of :func:`rotation_from_vector`."""
+    import torch
+
+    return torch.linalg.matrix_exp(skew(rotvec_deg * (np.pi / 180.0)))
+
+
+def rigid_points(points: "torch.Tensor", rotation: "torch.Tensor", shift: "torch.Tensor",
+                 centre: "torch.Tensor") -> "torch.Tensor":
+    """``R (x - c) + c + t`` for ``(B, 3)`` points with per-point ``(B, 3, 3)`` rotations and
+    ``(B, 3)`` shifts and centres (the map of :func:`rigid_matrix`, on tensors)."""
+    import torch
+
+    return torch.einsum("bij,bj->bi", rotation, points - centre) + centre + shift
+
+
+def inverse_rigid_points(points: "torch.Tensor", rotation: "torch.Tensor", shift: "torch.Tensor",
+                         centre: "torch.Tensor") -> "torch.Tensor":
+    """``Rᵀ (y - c - t) + c`` for ``(N, 3)`` points and one ``(3, 3)`` rotation: the inverse of
+    :func:`rigid_points` (where a point that the rigid map sends to ``y`` came from)."""
+    return (points - centre - shift) @ rotation + centre

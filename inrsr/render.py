@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .field import Field
-from .geometry import Grid, Normaliser, grid_points_world, world_to_voxel_index
-from .intensity import IntensityScale
+from inrsr.config import FitConfig
+from inrsr.device import autocast, resolve_device, torch_threads
+from inrsr.field.network import Field
+from inrsr.geometry import Grid, Normaliser, grid_points_world, world_to_voxel_index
+from inrsr.samples.intensity import IntensityScale
+from inrsr.samples.training_set import Subject
 
-__all__ = ["render_grid", "inside_foreground"]
+__all__ = ["render_grid", "render_subject", "inside_foreground"]
 
 
 def inside_foreground(world_mm: np.ndarray, masks: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -49,7 +52,6 @@ def render_grid(
     """
     model = model.to(device).eval()
     device = torch.device(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     out = np.zeros((model.n_contrasts, grid.n_vox), dtype=np.float32)
     for start in range(0, grid.n_vox, chunk):
         stop = min(start + chunk, grid.n_vox)
@@ -57,8 +59,21 @@ def render_grid(
         keep = inside_foreground(world, foreground) if foreground is not None else slice(None)
         x = torch.from_numpy(normaliser(world[keep]).astype(np.float32)).to(device)
         if x.shape[0]:
-            with autocast:
+            with autocast(device, precision):
                 out[:, start:stop][:, keep] = model(x).float().cpu().numpy().T
     return {
         name: scales[name].inverse(out[c]).reshape(grid.shape) for c, name in enumerate(model.contrasts)
     }
+
+
+def render_subject(
+    model: Field, grid: Grid, subject: Subject, config: FitConfig, device: str | None = None, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Every contrast on ``grid`` in input units, with the config's chunking, foreground rule and
+    precision; ``device`` and ``threads`` default to the config's."""
+    with torch_threads(config.threads if threads is None else threads):
+        return render_grid(
+            model, grid, subject.normaliser, subject.scales, config.render_chunk,
+            resolve_device(config.device if device is None else device),
+            subject.foregrounds if config.render_foreground else None, config.precision,
+        )

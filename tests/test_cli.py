@@ -128,3 +128,20 @@ def test_other_commands(stacks):
     check_error(*run(["sample", "--model", good1, "-o", tmp / "s"]), "t1.nii.gz", "not an inrsr model")
     check_error(*run(["sample", "--model", tmp / "none.pt", "-o", tmp / "s"]), "not found")
     assert not (tmp / "s").exists() and not (tmp / "lr.nii.gz").exists()
+
+
+def test_simulate_former_profile_name_warns_and_matches_box(stacks):
+    """``--profile slab`` (the former name of box) still works, with one warning line, and writes
+    exactly what ``--profile box`` writes."""
+    import nibabel as nib
+
+    tmp, good1, _ = stacks
+    code, err = run(["simulate", good1, "--axis", "0", "--factor", "2", "--profile", "slab", "-o", tmp / "slab.nii.gz"])
+    assert code == 0, err
+    warnings_ = [line for line in err.splitlines() if line.startswith("inrsr: warning:")]
+    assert len(warnings_) == 1 and "--profile slab" in warnings_[0] and "box" in warnings_[0], err
+    code, err = run(["simulate", good1, "--axis", "0", "--factor", "2", "--profile", "box", "-o", tmp / "box.nii.gz"])
+    assert code == 0 and "warning" not in err, err
+    a, b = (np.asarray(nib.load(str(tmp / f)).dataobj) for f in ("slab.nii.gz", "box.nii.gz"))
+    np.testing.assert_array_equal(a, b)
+    assert (tmp / "slab.json").read_text() == (tmp / "box.json").read_text()

@@ -1,4 +1,5 @@
-"""World coordinates, boxes, grids and rescaled affines for flipped, permuted and oblique affines."""
+"""World coordinates, boxes, grids and rescaled affines for flipped, permuted and oblique affines; rotations
+and rigid maps."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from nibabel.affines import apply_affine as nib_apply, rescale_affine
 
 from inrsr.geometry import (
     Normaliser,
+    apply_affine,
     fov_corners_world,
     isotropic_grid,
     overlap_fraction,
     rescaled_affine,
+    rigid_error,
+    rigid_matrix,
+    rotation_from_vector,
     slice_axis,
     union_box,
     voxel_centres_world,
@@ -127,3 +132,21 @@ def test_overlap_fraction():
     c = ((10, 10, 10), make_affine((1, 1, 1), origin=(50, 0, 0)))
     assert overlap_fraction(a, b) == pytest.approx(0.5)
     assert overlap_fraction(a, c) == 0.0
+
+
+def test_rotation_from_vector_is_a_rotation_about_its_axis():
+    v = np.radians(30.0) * np.array([0.0, 0.0, 1.0])
+    r = rotation_from_vector(v)
+    np.testing.assert_allclose(r @ [1.0, 0.0, 0.0], [np.cos(np.pi / 6), np.sin(np.pi / 6), 0.0], atol=1e-12)
+    w = np.array([0.1, -0.2, 0.3])
+    np.testing.assert_allclose(rotation_from_vector(w) @ w, w, atol=1e-12)
+    np.testing.assert_allclose(rotation_from_vector(w) @ rotation_from_vector(w).T, np.eye(3), atol=1e-12)
+
+
+def test_rigid_matrix_keeps_its_centre_and_rigid_error_measures_it():
+    c = np.array([10.0, -5.0, 3.0])
+    m = rigid_matrix(rotation_from_vector(np.radians([2.0, 1.0, -1.0])), [1.0, 2.0, 2.0], c)
+    np.testing.assert_allclose(apply_affine(m, c), c + [1.0, 2.0, 2.0], atol=1e-12)
+    shift, angle = rigid_error(m, np.eye(4), c[None])
+    assert abs(shift - 3.0) < 1e-9 and abs(angle - np.linalg.norm([2.0, 1.0, -1.0])) < 1e-9
+    assert rigid_error(m, m, np.zeros((4, 3))) == (0.0, 0.0)

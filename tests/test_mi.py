@@ -1,12 +1,12 @@
-"""Mutual information sanity and the early-stopping buffer rule."""
+"""Mutual information: the histogram estimate's sanity, and the differentiable (Parzen) estimate of registration."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from inrsr.mi import mutual_information
-from inrsr.monitor import MIPlateau
+from inrsr.mi import mutual_information, soft_mutual_information
 
 
 def test_identical_images_give_entropy_and_noise_gives_zero():
@@ -25,23 +25,18 @@ def test_mi_rejects_unpaired_samples():
         mutual_information(np.zeros(3), np.zeros(4))
 
 
-def test_plateau_stops_and_trend_does_not():
-    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
-    # constant MI: activity 0, then 0 again → stop at the 5th value (first with a previous activity)
-    decisions = [stopper.update(0.5) for _ in range(6)]
-    assert decisions.index(True) == 4
-    # MI still changing at a changing rate never stops
-    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
-    values = 1.0 - np.exp(-np.arange(12) / 3.0)
-    assert not any(stopper.update(v) for v in values[:10])
-    # settles: decreasing activity eventually below tolerance
-    stopper = MIPlateau(buffer=4, tol=1e-4, min_evals=4)
-    values = 1.0 - np.exp(-np.arange(80) / 3.0)
-    stops = [stopper.update(v) for v in values]
-    assert any(stops) and 10 < stops.index(True) < 40
-
-
-def test_min_evals_delays_stopping():
-    stopper = MIPlateau(buffer=2, tol=1e-3, min_evals=10)
-    decisions = [stopper.update(0.3) for _ in range(12)]
-    assert decisions.index(True) == 9
+def test_soft_mi_is_high_for_dependent_samples_and_differentiable():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(5000, generator=g, dtype=torch.float64)
+    ones = torch.ones_like(a)
+    same = soft_mutual_information(a, 1.0 - a, ones)
+    indep = soft_mutual_information(a, torch.rand(5000, generator=g, dtype=torch.float64), ones)
+    assert same > 1.5 and indep < 0.2
+    b = a.clone().requires_grad_(True)
+    soft_mutual_information(a, b, ones).backward()
+    assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
+    # a zero weight leaves a pair out
+    half = torch.cat([torch.ones(2500), torch.zeros(2500)]).double()
+    mixed = torch.cat([a[:2500], torch.rand(2500, generator=g, dtype=torch.float64)])
+    torch.testing.assert_close(soft_mutual_information(a, mixed, half),
+                               soft_mutual_information(a[:2500], a[:2500], ones[:2500]))

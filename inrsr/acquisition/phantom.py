@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from inrsr.geometry import apply_affine
+
 __all__ = ["TISSUES", "head_phantom"]
 
 # tissue: (T1-weighted, T2-weighted) intensity
@@ -38,7 +40,7 @@ def head_phantom(
     affine = np.diag([-1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [(shape[0] - 1) / 2.0, -(shape[1] - 1) / 2.0, -(shape[2] - 1) / 2.0]
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float64)
-    x, y, z = np.moveaxis(idx @ affine[:3, :3].T + affine[:3, 3], -1, 0)
+    x, y, z = np.moveaxis(apply_affine(affine, idx), -1, 0)
     half = np.array(shape, dtype=np.float64) / 2.0
 
     def ellipsoid(c: tuple[float, float, float], r: tuple[float, float, float]) -> np.ndarray:

@@ -6,12 +6,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
 
-from .geometry import rescaled_affine, voxel_sizes_mm, world_axis_of
+from inrsr.acquisition.profiles import profile_name
+from inrsr.geometry import rescaled_affine, voxel_sizes_mm, world_axis_of
 
 __all__ = ["VIEWS", "PROFILES", "view_axis", "simulate_stack", "simulated_thickness_mm"]
 
 VIEWS = {"sagittal": 0, "coronal": 1, "axial": 2}  # world axis across which slices are thick
-PROFILES = ("point", "slab")
+# The slice profiles a thick stack can be simulated with (see inrsr.acquisition.profiles).
+PROFILES = ("point", "box")
 
 
 def view_axis(affine: np.ndarray, view: str) -> int:
@@ -29,21 +31,23 @@ def simulate_stack(
 
     ``point`` (the paper's protocol): cubic-spline values (order 3, zero outside) at the voxel
     centres of nibabel's ``rescale_affine`` grid with ``ceil(n / factor)`` slices.
-    ``slab`` (thick-slice acquisition): each new voxel is the mean of ``factor`` consecutive
-    slices and is centred on them; ``n // factor`` slices, a remainder is dropped.
+    ``box`` (thick-slice acquisition, the "slab" protocol): each new voxel is the mean of
+    ``factor`` consecutive slices and is centred on them; ``n // factor`` slices, a remainder is
+    dropped. ``slab`` is accepted as a former name of ``box``, with a warning.
 
     Returns ``(data, affine)`` of the stack; its affine is exactly the grid the values were taken
     on, so voxel centres land where the resampling put them.
     """
     if factor < 1:
         raise ValueError(f"factor must be ≥ 1, got {factor}")
+    profile = profile_name(profile, allowed=PROFILES)
     data = np.asarray(data, dtype=np.float32)
     if profile == "point":
         new_affine, new_shape = rescaled_affine(affine, data.shape, axis, factor, keep="centre")
         img = nib.Nifti1Image(data, affine)
         out = resample_from_to(img, (new_shape, new_affine), order=3, mode="constant", cval=0.0)
         return np.asarray(out.dataobj, dtype=np.float32), new_affine
-    if profile == "slab":
+    if profile == "box":
         new_affine, new_shape = rescaled_affine(affine, data.shape, axis, factor, keep="blocks")
         n = new_shape[axis] * factor
         moved = np.moveaxis(data, axis, 0)[:n]
@@ -55,8 +59,7 @@ def simulate_stack(
 def simulated_thickness_mm(affine: np.ndarray, axis: int, factor: int, profile: str) -> float:
     """Slice thickness (mm) of a stack made by :func:`simulate_stack` from an isotropic volume
     with ``affine``: ``point`` samples are thin slices, one source voxel thick (with gaps between
-    them); a ``slab`` spans ``factor`` source voxels."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    them); a ``box`` spans ``factor`` source voxels."""
+    profile = profile_name(profile, allowed=PROFILES)
     spacing = float(voxel_sizes_mm(affine)[axis])
     return spacing if profile == "point" else factor * spacing

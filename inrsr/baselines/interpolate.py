@@ -7,7 +7,7 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy.interpolate import CubicSpline
 
-from .geometry import Grid
+from inrsr.geometry import Grid
 
 __all__ = ["interpolate_to_grid", "cubic_between_slices"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from .mi import mutual_information
+from inrsr.mi import mutual_information
 
 __all__ = ["evaluate", "psnr"]
 

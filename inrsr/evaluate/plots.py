@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from inrsr.io.files import atomic_path  # noqa: E402
 
 __all__ = ["plot_mi_curve", "plot_three_planes"]
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .baselines import cubic_between_slices, interpolate_to_grid
-from .geometry import isotropic_grid, slice_axis
-from .io import Stack
-from .samples import Subject
+from inrsr.baselines.interpolate import cubic_between_slices, interpolate_to_grid
+from inrsr.geometry import isotropic_grid, sample_volume, slice_axis, voxel_to_sampler_matrix
+from inrsr.io.stack import Stack
+from inrsr.samples.training_set import Subject
 
 __all__ = ["BaseVolume", "cubic_base", "MIN_BASE_SPACING_MM"]
 
@@ -48,20 +47,14 @@ class BaseVolume(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3)`` normalised points → ``(N, C)`` interpolated values (differentiable in ``x``)."""
         g = x.float() @ self.to_sample[:, :3].T + self.to_sample[:, 3]
-        out = F.grid_sample(
-            self.volume[None], g.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True
-        )
-        return out[0, :, :, 0, 0].T
+        return sample_volume(self.volume, g).T
 
 
 def _sample_map(grid_affine: np.ndarray, shape: tuple[int, int, int], subject: Subject) -> np.ndarray:
-    """(3, 4) map normalised coordinates → world mm → grid voxel → ``grid_sample`` coordinates, rows
-    reversed into (Z, Y, X) order."""
-    extent = np.maximum(np.asarray(shape, dtype=np.float64) - 1.0, 1.0)
-    to_unit = np.diag([*(2.0 / extent), 1.0])
-    to_unit[:3, 3] = -1.0
-    m = to_unit @ np.linalg.inv(grid_affine) @ subject.normaliser.to_world_matrix()
-    return m[:3][::-1].copy()
+    """(3, 4) map normalised coordinates → world mm → grid voxel → sampling coordinates of
+    :func:`inrsr.geometry.sample_volume` (rows in (Z, Y, X) order)."""
+    m = voxel_to_sampler_matrix(shape) @ np.linalg.inv(grid_affine) @ subject.normaliser.to_world_matrix()
+    return m[:3].copy()
 
 
 def _without_held_slices(stack: Stack, held: np.ndarray) -> np.ndarray:

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .backproject import StackResiduals
-from .config import FitConfig
-from .errors import InputError
-from .field import Field, build_field
-from .geometry import Box, Normaliser
-from .intensity import IntensityScale
-from .io import HeaderCodes, atomic_path
-from .prior import BaseVolume
-from .samples import Subject
+from inrsr import __version__
+from inrsr.config import FitConfig
+from inrsr.errors import InputError
+from inrsr.field.base import BaseVolume
+from inrsr.field.correction import StackResiduals
+from inrsr.field.network import Field, build_field
+from inrsr.geometry import Box, Normaliser
+from inrsr.io.files import atomic_path
+from inrsr.io.nifti import HeaderCodes
+from inrsr.samples.intensity import IntensityScale
+from inrsr.samples.training_set import Subject
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_tagged"]
 

@@ -15,32 +15,32 @@ each voxel's residual to the field where that voxel measured it:
 
 Where several stacks share a contrast, their corrections are averaged where they overlap.
 Residuals are computed on each stack's foreground only (0 elsewhere), in network units, by
-:func:`inrsr.consistency.stack_residuals`.
+:func:`stack_residuals`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .geometry import Normaliser
+from inrsr.acquisition.forward import resimulate
+from inrsr.acquisition.profiles import half_support_voxels
+from inrsr.config import FitConfig
+from inrsr.geometry import normalised_to_voxel_matrix, sample_volume, voxel_to_sampler
+from inrsr.io.stack import Stack
+from inrsr.samples.training_set import Subject
 
-__all__ = ["StackResiduals", "half_support_voxels", "to_voxel_map"]
+if TYPE_CHECKING:
+    from inrsr.field.network import Field
+
+__all__ = ["StackResiduals", "stack_residuals"]
 
 
-def half_support_voxels(profile: str, thickness_mm: float, spacing_mm: float) -> float:
-    """Half the through-plane support of a voxel's back-projected residual, in slice spacings
-    (0.5: the slabs tile the stack); negative for ``point`` profiles (linear across slices)."""
-    if profile == "point":
-        return -1.0
-    return 0.5 * thickness_mm / spacing_mm
 
 
-def to_voxel_map(affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
-    """(3, 4) map of normalised coordinates → world mm → continuous voxel indices of ``affine``."""
-    return (np.linalg.inv(affine) @ normaliser.to_world_matrix())[:3]
 
 
 class StackResiduals(nn.Module):
@@ -48,8 +48,9 @@ class StackResiduals(nn.Module):
 
     Buffers (``k`` = stack index): ``residual_k`` (X, Y, Z) float32 on the stack's voxel grid, in
     network units; ``to_voxel_k`` (3, 4) the map from normalised coordinates to its continuous
-    voxel indices (see :func:`to_voxel_map`); ``meta`` (K, 3) float32 rows of (contrast index,
-    slice axis, half support in slice spacings, see :func:`half_support_voxels`).
+    voxel indices (see :func:`inrsr.geometry.normalised_to_voxel_matrix`); ``meta`` (K, 3) float32
+    rows of (contrast index, slice axis, half support in slice spacings, see
+    :func:`inrsr.acquisition.profiles.half_support_voxels`).
     """
 
     def __init__(self, residuals: list[torch.Tensor], to_voxel: list[torch.Tensor], meta: torch.Tensor, n_contrasts: int):
@@ -95,12 +96,33 @@ class StackResiduals(nn.Module):
                 inside &= (u[:, axis] - nearest).abs() <= half + 1e-4
                 u[:, axis] = nearest
             u = torch.minimum(torch.clamp(u, min=0.0), size - 1)
-            g = 2.0 * u / torch.clamp(size - 1, min=1.0) - 1.0
-            val = F.grid_sample(
-                vol[None, None], g.flip(1).view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border",
-                align_corners=True,
-            )[0, 0, :, 0, 0]
+            val = sample_volume(vol[None], voxel_to_sampler(u, size))[0]
             total[:, contrast] += torch.where(inside, val, torch.zeros_like(val))
             count[:, contrast] += inside.to(val.dtype)
         return total / count.clamp(min=1.0)
 
+
+@torch.no_grad()
+def stack_residuals(
+    model: "Field", stacks: list[Stack], subject: Subject, config: FitConfig,
+    exclude: list[np.ndarray | None] | None = None, device: str | None = None,
+) -> StackResiduals:
+    """Every stack's residual (measured − predicted through its slice profile, network units) on
+    its foreground voxels, minus ``exclude`` (per stack, boolean voxel masks or ``None``); 0
+    elsewhere. ``stacks`` must be placed where the fit put them (registration included) and in
+    the order of ``subject.foregrounds``. The residuals are taken from ``model`` without any
+    correction it already carries."""
+    residuals, maps, meta = [], [], []
+    with model.without_correction():
+        for k, (s, (mask, _)) in enumerate(zip(stacks, subject.foregrounds)):
+            where = mask if exclude is None or exclude[k] is None else mask & ~exclude[k]
+            pred = resimulate(model, s, subject, config, where=where, device=device)
+            scale = subject.scales[s.contrast]
+            r = np.zeros(s.shape, dtype=np.float32)
+            r[where] = scale.forward(s.data[where]) - scale.forward(pred[where])
+            residuals.append(torch.from_numpy(r))
+            maps.append(torch.from_numpy(normalised_to_voxel_matrix(s.affine, subject.normaliser).astype(np.float32)))
+            half = half_support_voxels(config.slice_profile, s.slice_thickness_mm, s.slice_spacing_mm)
+            meta.append([subject.contrasts.index(s.contrast), s.slice_axis, half])
+    module = StackResiduals(residuals, maps, torch.tensor(meta, dtype=torch.float32), len(subject.contrasts))
+    return module.to(next(model.parameters()).device)

@@ -2,7 +2,7 @@
 
 Siblings behind one interface (:class:`Encoding`): Gaussian Fourier features (the paper's) and a
 multiresolution hash grid (Müller et al. 2022) in PyTorch, run by a compiled C kernel on the CPU
-when one can be built (:mod:`inrsr.native`) and by tinycudann on CUDA when it imports. Grid
+when one can be built (:mod:`inrsr.field.native`) and by tinycudann on CUDA when it imports. Grid
 resolutions are given in mm and converted with ``mm_per_unit``, the normaliser's scale (world mm
 per normalised unit), so that a level's cell size means the same thing on every subject.
 """
@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from .native import NativeUnavailable, load_hashgrid
+from inrsr.field.native import NativeUnavailable, load_hashgrid
 
 __all__ = ["Encoding", "detail_weights", "FourierFeatures", "HashGrid", "level_cells_mm", "hash_corners", "make_hash_grid"]
 
@@ -119,7 +119,7 @@ class HashGrid(Encoding):
     mm_per_unit : world mm per normalised coordinate unit.
     init_scale : table entries start uniform in ``±init_scale``.
     native : run the forward and backward passes (to the table and to the points) through the
-        compiled C kernel of :mod:`inrsr.native` for float32 tables on the CPU.
+        compiled C kernel of :mod:`inrsr.field.native` for float32 tables on the CPU.
     """
 
     def __init__(
@@ -330,7 +330,7 @@ def make_hash_grid(
     generator: torch.Generator | None = None,
 ) -> Encoding:
     """A hash grid from ``backend``: ``torch`` (pure PyTorch); ``native`` (the compiled CPU kernel
-    of :mod:`inrsr.native`, error if it cannot be built); ``tcnn`` (error if unavailable); ``auto``
+    of :mod:`inrsr.field.native`, error if it cannot be built); ``tcnn`` (error if unavailable); ``auto``
     (tcnn when CUDA is present and it imports, else the compiled kernel when it builds, else pure
     PyTorch, with a warning naming what failed). The table's contents depend only on
     ``generator``, not on the backend."""

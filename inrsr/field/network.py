@@ -1,7 +1,7 @@
 """The neural field: an encoding of normalised coordinates → a ReLU MLP trunk → contrast heads.
 
 Shapes: coordinates ``(N, 3)`` in normalised units (see :mod:`inrsr.geometry`); outputs
-``(N, C)``, one column per contrast, in network intensity units (see :mod:`inrsr.intensity`).
+``(N, C)``, one column per contrast, in network intensity units (see :mod:`inrsr.samples.intensity`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FitConfig
-from .encodings import Encoding, FourierFeatures, level_cells_mm, make_hash_grid
-from .prior import BaseVolume
+from inrsr.config import FitConfig
+from inrsr.field.base import BaseVolume
+from inrsr.field.encodings import Encoding, FourierFeatures, level_cells_mm, make_hash_grid
 
 __all__ = ["Field", "build_field", "build_encoding"]
 
@@ -48,10 +48,10 @@ class Field(nn.Module):
     * ``vanilla``: one shared trunk and one shared output layer ``width → C``.
     * ``single``: an independent encoding+trunk+head per contrast (each contrast fitted alone).
 
-    With a ``base`` (:class:`~inrsr.prior.BaseVolume`), the network's output is added to
-    ``config.base_weight`` times the base's interpolated values, contrast by contrast (a residual
-    over the whole base at weight 1). After the fit, ``correction`` may hold the stacks'
-    back-projected residuals (:class:`~inrsr.backproject.StackResiduals`), also added.
+    With a ``base`` (:class:`~inrsr.field.base.BaseVolume`), the network's output is added to
+    ``config.base_weight`` times the base's interpolated values, contrast by contrast (at weight 1
+    the network learns only what the base misses). After the fit, ``correction`` may hold the stacks'
+    back-projected residuals (:class:`~inrsr.field.correction.StackResiduals`), also added.
     """
 
     def __init__(
@@ -65,7 +65,7 @@ class Field(nn.Module):
         super().__init__()
         self.contrasts = list(contrasts)
         self.base = base
-        self.correction: nn.Module | None = None  # set after the fit (see inrsr.backproject)
+        self.correction: nn.Module | None = None  # set after the fit (see inrsr.field.correction)
         self.base_weight = config.base_weight
         self.variant = config.variant
         n_c = len(self.contrasts)
@@ -100,7 +100,7 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
-        return self._plus_fixed(self.residual(x), x)
+        return self._plus_fixed(self.network_output(x), x)
 
     def _plus_fixed(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
         """``out`` plus the parts of the field that gradients do not train: ``base_weight`` times the
@@ -124,7 +124,7 @@ class Field(nn.Module):
         finally:
             self.correction = saved
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def network_output(self, x: torch.Tensor) -> torch.Tensor:
         """The network's part of every contrast, without the base: ``(N, 3)`` → ``(N, C)``."""
         if self.variant == "single":
             cols = [h(t(e(x))) for e, t, h in zip(self.encodings, self.trunks, self.heads)]

@@ -1,12 +1,21 @@
-"""Early stopping on a plateau of the mutual information between predicted contrasts."""
+"""The MI monitor: mutual information between the predicted contrasts during a fit, and early
+stopping on its plateau."""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-__all__ = ["MIPlateau"]
+from inrsr.mi import mutual_information
+
+if TYPE_CHECKING:
+    from inrsr.field.network import Field
+
+__all__ = ["MIPlateau", "predict_mi"]
 
 
 class MIPlateau:
@@ -46,3 +55,14 @@ class MIPlateau:
         self.values.clear()
         self.values.extend(state["values"])
         self.n_seen, self.activity = int(state["n_seen"]), state["activity"]
+
+
+@torch.no_grad()
+def predict_mi(model: "Field", coords: torch.Tensor, bins: int, chunk: int = 65536) -> dict[str, float]:
+    """MI between every pair of predicted contrasts at ``coords``; ``mi`` is the pairs' mean."""
+    preds = torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)]).cpu().numpy()
+    out: dict[str, float] = {}
+    for a, b in itertools.combinations(range(model.n_contrasts), 2):
+        out[f"mi_{model.contrasts[a]}_{model.contrasts[b]}"] = mutual_information(preds[:, a], preds[:, b], bins)
+    out["mi"] = float(np.mean(list(out.values()))) if out else float("nan")
+    return out

@@ -1,25 +1,18 @@
-"""Reading and writing NIfTI images: validated :class:`Stack` objects in, atomic float32 files out."""
+"""NIfTI images: validated reading, and atomic float32 writing that keeps the source's header codes."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .geometry import slice_axis, voxel_sizes_mm
+from inrsr.errors import InputError
+from inrsr.io.files import atomic_path
 
-__all__ = [
-    "Stack", "load_image", "load_stack", "load_mask", "save_nifti", "HeaderCodes", "check_writable", "atomic_path",
-    "write_text",
-]
+__all__ = ["NIFTI_SUFFIXES", "HeaderCodes", "load_image", "load_mask", "save_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -45,58 +38,6 @@ class HeaderCodes:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-@dataclass
-class Stack:
-    """One image with its geometry: what every function that takes image data receives.
-
-    Attributes
-    ----------
-    data : float32 array of shape ``(X, Y, Z)``.
-    affine : 4×4 voxel-centre → world (mm) map.
-    contrast : contrast name (``t1``, ``flair``, …); names the output volume.
-    path : source file (for messages).
-    thickness_mm : slice thickness along :attr:`slice_axis`; defaults to the slice spacing.
-    mask : optional boolean foreground array of the same shape.
-    codes : qform/sform codes and units of the source header.
-    """
-
-    data: np.ndarray
-    affine: np.ndarray
-    contrast: str
-    path: str = "<memory>"
-    thickness_mm: float | None = None
-    mask: np.ndarray | None = None
-    codes: HeaderCodes = field(default_factory=HeaderCodes)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.data.shape[:3])  # type: ignore[return-value]
-
-    @property
-    def spacing_mm(self) -> np.ndarray:
-        return voxel_sizes_mm(self.affine)
-
-    @property
-    def slice_axis(self) -> int:
-        return slice_axis(self.affine)
-
-    @property
-    def slice_spacing_mm(self) -> float:
-        return float(self.spacing_mm[self.slice_axis])
-
-    @property
-    def slice_thickness_mm(self) -> float:
-        return float(self.thickness_mm) if self.thickness_mm else self.slice_spacing_mm
-
-    def describe(self) -> str:
-        sp = "×".join(f"{s:.3g}" for s in self.spacing_mm)
-        dims = "×".join(str(s) for s in self.shape)
-        return (
-            f"{self.contrast}: {self.path} ({dims} voxels, {sp} mm, slice axis {self.slice_axis}, "
-            f"thickness {self.slice_thickness_mm:.3g} mm)"
-        )
 
 
 def _check_nifti_path(path: str | os.PathLike) -> Path:
@@ -138,75 +79,6 @@ def load_image(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
     return data, img
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The BIDS JSON sidecar beside a ``.nii``/``.nii.gz`` image: the same name ending in ``.json``."""
-    p = Path(path)
-    name = p.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
-    return p.with_name(stem + ".json")
-
-
-def write_thickness_sidecar(path: str | os.PathLike, thickness_mm: float) -> Path:
-    """Write the BIDS sidecar of the image at ``path`` with its ``SliceThickness`` (mm), as a
-    scanner would; :func:`load_stack` reads it back. Returns the sidecar's path."""
-    return write_text(sidecar_path(path), json.dumps({"SliceThickness": float(thickness_mm)}) + "\n")
-
-
-def _sidecar_thickness(path: Path) -> float | None:
-    """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image, if any."""
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        return None
-    try:
-        value = json.loads(sidecar.read_text()).get("SliceThickness")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
-
-
-def load_stack(
-    path: str | os.PathLike,
-    contrast: str,
-    thickness_mm: float | None = None,
-    mask_path: str | os.PathLike | None = None,
-) -> Stack:
-    """Load and validate one input stack.
-
-    Parameters
-    ----------
-    path : NIfTI file (``.nii`` or ``.nii.gz``), 3D.
-    contrast : contrast name for this stack.
-    thickness_mm : slice thickness; when ``None``, a BIDS sidecar's ``SliceThickness`` is used if
-        present, else the slice spacing.
-    mask_path : optional foreground mask on the same grid as the stack.
-
-    Raises
-    ------
-    InputError
-        When the file is missing/unreadable/not 3D, contains NaN or infinite values, or is constant.
-    """
-    data, img = load_image(path, "stack")
-    p = Path(path)
-    if not np.all(np.isfinite(data)):
-        raise InputError(f"{p}: contains NaN or infinite values")
-    if float(data.max()) == float(data.min()):
-        raise InputError(f"{p}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
-    if thickness_mm is None:
-        thickness_mm = _sidecar_thickness(p)
-    elif not thickness_mm > 0:
-        raise InputError(f"{p}: slice thickness must be positive, got {thickness_mm}")
-    mask = load_mask(mask_path, data.shape, img.affine) if mask_path is not None else None
-    return Stack(
-        data=data,
-        affine=np.asarray(img.affine, dtype=np.float64),
-        contrast=contrast,
-        path=str(p),
-        thickness_mm=thickness_mm,
-        mask=mask,
-        codes=HeaderCodes.from_header(img.header),
-    )
-
-
 def load_mask(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Load a binary mask (non-zero = foreground) that must lie on the grid ``(shape, affine)``."""
     data, img = load_image(path, "mask")
@@ -217,18 +89,6 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarra
     if not mask.any():
         raise InputError(f"{p}: mask is empty")
     return mask
-
-
-def check_writable(directory: str | os.PathLike) -> Path:
-    """Create ``directory`` if needed and check that files can be written in it."""
-    d = Path(directory)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=d, prefix=".inrsr-write-test-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"{d}: output folder is not writable ({exc.strerror or exc})") from None
-    return d
 
 
 def save_nifti(
@@ -252,31 +112,3 @@ def save_nifti(
     with atomic_path(p) as tmp:
         nib.save(img, tmp)
     return p
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary file name beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The temporary name keeps ``path``'s suffix (``.nii.gz``, ``.png``, …) so writers that choose a
-    format from the name behave the same. On failure the temporary file is removed and ``path`` is
-    left untouched, so no half-written output ever carries the final name.
-    """
-    p = Path(path)
-    suffix = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return Path(path)

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import interpolate_to_grid
-from .config import FitConfig
-from .errors import InputError
-from .geometry import Grid
-from .io import check_writable, load_image, save_nifti, write_text
-from .metrics import evaluate
-from .phantom import head_phantom
-from .pipeline import StackSpec, fit_subject
-from .plots import plot_three_planes
-from .simulate import simulate_stack, simulated_thickness_mm, view_axis
+from inrsr.acquisition.phantom import head_phantom
+from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
+from inrsr.baselines.interpolate import interpolate_to_grid
+from inrsr.config import FitConfig
+from inrsr.evaluate.metrics import evaluate
+from inrsr.evaluate.plots import plot_three_planes
+from inrsr.geometry import Grid
+from inrsr.io.files import check_writable, refuse_existing, write_text
+from inrsr.io.nifti import load_image, save_nifti
+from inrsr.io.stack import StackSpec
+from inrsr.jobs.fit_stacks import fit_subject
 
 __all__ = ["run_demo"]
 
@@ -34,8 +35,7 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
     ``metrics.md``/``metrics.json`` and ``demo.png`` (three planes: truth, cubic, inrsr).
     """
     out = Path(out_dir)
-    if (out / "metrics.json").exists() and not overwrite:
-        raise InputError(f"{out / 'metrics.json'}: output exists (use --overwrite to replace it)")
+    refuse_existing([out / "metrics.json"], overwrite)
     for sub in ("inputs", "cubic"):
         check_writable(out / sub)
     truths, affine, brain = head_phantom()
@@ -53,7 +53,6 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
         lows[contrast] = (lr, lr_affine)
     summary = fit_subject(specs, config, out / "fit", ref=str(out / "inputs" / "truth_t1.nii.gz"),
                           overwrite=overwrite, progress=progress)
-
 
     rows, figure_rows = [], {}
     for contrast in DEMO_STACKS:

@@ -9,25 +9,14 @@ mm so that one Adam step size means the same motion on every subject.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from .geometry import Normaliser, rigid_matrix
+from inrsr.geometry import Normaliser, rigid_matrix, rigid_points, rotation_matrices_deg
 
 __all__ = ["StackPoses"]
 
-
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """``(S, 3)`` vectors → ``(S, 3, 3)`` cross-product matrices."""
-    z = torch.zeros_like(v[:, 0])
-    return torch.stack([
-        torch.stack([z, -v[:, 2], v[:, 1]], -1),
-        torch.stack([v[:, 2], z, -v[:, 0]], -1),
-        torch.stack([-v[:, 1], v[:, 0], z], -1),
-    ], dim=1)
 
 
 class StackPoses(nn.Module):
@@ -55,8 +44,7 @@ class StackPoses(nn.Module):
 
     def rotations(self) -> torch.Tensor:
         """``(S, 3, 3)`` rotation matrices (the reference's is the identity)."""
-        rad = self.rotation_deg * self.free * (math.pi / 180.0)
-        return torch.linalg.matrix_exp(_skew(rad))
+        return rotation_matrices_deg(self.rotation_deg * self.free)
 
     def shifts(self) -> torch.Tensor:
         """``(S, 3)`` shifts in normalised units (zero for the reference)."""
@@ -67,7 +55,7 @@ class StackPoses(nn.Module):
         ``offsets`` ``(B, K, 3)`` profile offsets along the slice normal (rotated with the stack),
         ``stack_id`` ``(B,)`` → ``(B, K, 3)`` normalised points."""
         rot, c = self.rotations()[stack_id], self.centres[stack_id]
-        moved = torch.einsum("bij,bj->bi", rot, x.float() - c) + c + self.shifts()[stack_id]
+        moved = rigid_points(x.float(), rot, self.shifts()[stack_id], c)
         return moved[:, None, :] + torch.einsum("bij,bkj->bki", rot, offsets.float())
 
     @torch.no_grad()

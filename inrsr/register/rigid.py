@@ -2,7 +2,7 @@
 
 Used to start ``--register`` close to the answer: stacks of different contrasts share no intensity
 scale, and a field fitted to each contrast's own data alone cannot tell where the other contrast
-is. The result is the same kind of transform that :class:`inrsr.pose.StackPoses` learns: a stack
+is. The result is the same kind of transform that :class:`inrsr.register.poses.StackPoses` learns: a stack
 whose header places a point at ``x`` (world mm) really imaged ``T(x) = R (x - c) + c + t``, with
 ``c`` the centre of the stack's field of view.
 """
@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .geometry import apply_affine, fov_corners_world, rigid_matrix, voxel_sizes_mm
-from .pose import _skew
+from inrsr.geometry import (
+    apply_affine, fov_corners_world, fwhm_to_sigma, inverse_rigid_points, rigid_matrix, rotation_matrices_deg,
+    sample_volume, voxel_sizes_mm, voxel_to_sampler,
+)
+from inrsr.mi import soft_mutual_information
 
-__all__ = ["RigidResult", "soft_mutual_information", "similarity", "align_rigid"]
+__all__ = ["RigidResult", "similarity", "align_rigid"]
 
 
 @dataclass(frozen=True)
@@ -34,25 +37,6 @@ class RigidResult:
     mi: float
 
 
-def soft_mutual_information(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor, bins: int = 32) -> torch.Tensor:
-    """Differentiable MI (nats) of paired samples in ``[0, 1]``, from a Parzen-window joint
-    histogram: each sample spreads over bins with a Gaussian of one bin's width. ``weights``
-    (same length, ≥ 0) counts each pair (0 leaves it out)."""
-    centres = (torch.arange(bins, dtype=a.dtype, device=a.device) + 0.5) / bins
-    sigma = 1.0 / bins
-
-    def parzen(v: torch.Tensor) -> torch.Tensor:
-        w = torch.exp(-0.5 * ((v[:, None] - centres[None, :]) / sigma) ** 2)
-        return w / w.sum(dim=1, keepdim=True).clamp(min=1e-12)
-
-    pa, pb = parzen(a) * weights[:, None], parzen(b)
-    joint = pa.T @ pb
-    joint = joint / joint.sum().clamp(min=1e-12)
-    ma, mb = joint.sum(dim=1, keepdim=True), joint.sum(dim=0, keepdim=True)
-    ratio = joint / (ma @ mb).clamp(min=1e-12)
-    return (joint * torch.log(ratio.clamp(min=1e-12))).sum()
-
-
 def _unit_range(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``values`` mapped to [0, 1] by the 1st and 99th percentiles of ``reference``, clipped."""
     lo, hi = np.percentile(reference, [1.0, 99.0])
@@ -64,16 +48,12 @@ def _sampler(volume: np.ndarray, affine: np.ndarray):
     world points (edge values beyond it) and whether each point lies within its field of view."""
     to_vox = torch.from_numpy(np.linalg.inv(affine))
     size = torch.tensor(volume.shape, dtype=torch.float64)
-    vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float64))[None, None]
+    vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float64))[None]
 
     def sample(world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vox = world @ to_vox[:3, :3].T + to_vox[:3, 3]
         inside = ((vox > -0.5) & (vox < size - 0.5)).all(dim=1).to(torch.float64)
-        grid = (2.0 * vox / (size - 1).clamp(min=1) - 1.0).flip(-1)  # grid_sample wants (k, j, i)
-        values = torch.nn.functional.grid_sample(
-            vol, grid[None, None, None], mode="bilinear", padding_mode="border", align_corners=True
-        )[0, 0, 0, 0]
-        return values, inside
+        return sample_volume(vol, voxel_to_sampler(vox, size))[0], inside
 
     return sample
 
@@ -89,7 +69,7 @@ def _foreground_sample(mask: np.ndarray, affine: np.ndarray, points: int, seed: 
 
 def _smoothed(data: np.ndarray, affine: np.ndarray, fwhm_mm: float) -> np.ndarray:
     """``data`` blurred by a Gaussian of ``fwhm_mm`` (mm, converted per axis by the voxel size)."""
-    return ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), fwhm_mm / 2.3548 / voxel_sizes_mm(affine))
+    return ndimage.gaussian_filter(np.asarray(data, dtype=np.float32), fwhm_to_sigma(fwhm_mm) / voxel_sizes_mm(affine))
 
 
 def similarity(
@@ -143,14 +123,14 @@ def align_rigid(
         for it in range(iterations):
             for group in optimiser.param_groups:
                 group["lr"] = step * 0.5 * (1.0 + math.cos(math.pi * it / iterations))
-            rot = torch.linalg.matrix_exp(_skew((rotation_deg * math.pi / 180.0)[None]))[0]
+            rot = rotation_matrices_deg(rotation_deg[None])[0]
             # the moving image's header position of each true position y: T⁻¹(y) = Rᵀ (y - c - t) + c
-            b, inside = sample((world - c - shift_mm) @ rot + c)
+            b, inside = sample(inverse_rigid_points(world, rot, shift_mm, c))
             mi = soft_mutual_information(a, b, inside)
             optimiser.zero_grad()
             (-mi).backward()
             optimiser.step()
     with torch.no_grad():
-        rot = torch.linalg.matrix_exp(_skew((rotation_deg * math.pi / 180.0)[None]))[0].numpy()
+        rot = rotation_matrices_deg(rotation_deg[None])[0].numpy()
     r_deg, t_mm = rotation_deg.detach().numpy().copy(), shift_mm.detach().numpy().copy()
     return RigidResult(r_deg, t_mm, centre, rigid_matrix(rot, t_mm, centre), float(mi.detach()))

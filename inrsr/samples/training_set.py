@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
-from .geometry import Box, Normaliser, apply_affine, direction_cosines, fov_corners_world, slice_axis, union_box
-from .intensity import IntensityScale, fit_intensity_scale
-from .io import Stack
-from .masks import estimate_foreground
+from inrsr.acquisition.profiles import stack_profile_offsets
+from inrsr.geometry import Box, Normaliser, apply_affine, fov_corners_world, union_box
+from inrsr.io.stack import Stack
+from inrsr.samples.foreground import estimate_foreground
+from inrsr.samples.intensity import IntensityScale, fit_intensity_scale
 
-if TYPE_CHECKING:  # prior.py imports this module
-    from .prior import BaseVolume
-
-__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "slice_profile", "profile_offsets"]
-
-# FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2).
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+__all__ = ["Subject", "TrainingSet", "describe_subject", "build_training_set", "stack_foregrounds"]
 
 
 @dataclass
@@ -54,7 +49,8 @@ class TrainingSet:
     stack_centres : (S, 3) float32, normalised centres of the stacks' fields of view.
     mm_per_unit : world mm per normalised unit (the normaliser's scale).
     gap_mm : the largest slice spacing among the stacks, mm (how far apart sampled planes can be).
-    base : the prior the network learns a residual over (:mod:`inrsr.prior`), or ``None``.
+    base : the prior the network learns a residual over (:mod:`inrsr.field.base`: a module
+        mapping ``(N, 3)`` normalised points to ``(N, C)`` values), or ``None``.
     """
 
     coords: torch.Tensor
@@ -67,19 +63,21 @@ class TrainingSet:
     stack_centres: torch.Tensor
     mm_per_unit: float
     gap_mm: float
-    base: "BaseVolume | None" = None
+    base: nn.Module | None = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
 
-def _foregrounds(stacks: list[Stack]) -> list[np.ndarray]:
+def stack_foregrounds(stacks: list[Stack]) -> list[np.ndarray]:
+    """Each stack's foreground: its own mask when it has one, else the estimate of
+    :func:`inrsr.samples.foreground.estimate_foreground`."""
     return [s.mask if s.mask is not None else estimate_foreground(s.data) for s in stacks]
 
 
 def describe_subject(stacks: list[Stack], foregrounds: list[np.ndarray] | None = None) -> Subject:
     """Contrast list, union box, normaliser and per-contrast intensity scales of the stacks."""
-    foregrounds = foregrounds if foregrounds is not None else _foregrounds(stacks)
+    foregrounds = foregrounds if foregrounds is not None else stack_foregrounds(stacks)
     contrasts: list[str] = []
     for s in stacks:
         if s.contrast not in contrasts:
@@ -96,51 +94,7 @@ def describe_subject(stacks: list[Stack], foregrounds: list[np.ndarray] | None =
     )
 
 
-def slice_profile(kind: str, thickness_mm: float, n_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quadrature of a slice profile across the slice: positions (mm, along the slice normal,
-    relative to the voxel centre) and weights summing to 1.
 
-    ``point``: one point at the centre. ``box``: the midpoints of ``n_points`` equal parts of
-    ``[-t/2, t/2]``, equal weights (exact for a slab simulated as the mean of ``n_points`` thin
-    slices). ``gaussian``: ``n_points`` midpoints of equal parts of ``[-t, t]`` (±2.35 σ) weighted
-    by a Gaussian with FWHM ``t``.
-    """
-    if kind == "point" or n_points == 1:
-        return np.zeros(1), np.ones(1)
-    u = (np.arange(n_points) + 0.5) / n_points - 0.5  # midpoints of equal parts of [-1/2, 1/2]
-    if kind == "box":
-        return u * thickness_mm, np.full(n_points, 1.0 / n_points)
-    if kind == "gaussian":
-        pos = 2.0 * u * thickness_mm
-        w = np.exp(-0.5 * (pos / (thickness_mm / FWHM_PER_SIGMA)) ** 2)
-        return pos, w / w.sum()
-    raise ValueError(f"unknown slice profile {kind!r}")
-
-
-def _slice_normal(affine: np.ndarray) -> np.ndarray:
-    """Unit normal (world frame) of the slice planes spanned by the two in-plane array axes,
-    oriented along the slice axis (differs from the slice axis only for sheared affines)."""
-    cols = direction_cosines(affine)
-    a = slice_axis(affine)
-    u, v = (cols[:, i] for i in range(3) if i != a)
-    n = np.cross(u, v)
-    n /= np.linalg.norm(n)
-    return n if n @ cols[:, a] >= 0 else -n
-
-
-def profile_offsets(
-    stacks: list[Stack], kind: str, n_points: int, normaliser: Normaliser
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per stack, profile points as normalised offsets along its slice normal, and their weights."""
-    k = 1 if kind == "point" else n_points
-    offsets = np.zeros((len(stacks), k, 3), dtype=np.float32)
-    weights = np.zeros((len(stacks), k), dtype=np.float32)
-    for i, s in enumerate(stacks):
-        normal = _slice_normal(s.affine)
-        pos_mm, w = slice_profile(kind, s.slice_thickness_mm, n_points)
-        offsets[i] = pos_mm[:, None] * normal[None, :] / normaliser.scale_mm
-        weights[i] = w
-    return offsets, weights
 
 
 def build_training_set(
@@ -161,13 +115,14 @@ def build_training_set(
         stack; a negative value keeps every voxel (the paper's setting).
     mi_points : size of the fixed foreground subsample for the MI monitor.
     seed : seed of the background and MI subsamples.
-    profile, profile_points : the slice-profile forward model (see :func:`slice_profile`); each
-        stack's profile lies along its slice normal and spans its slice thickness.
+    profile, profile_points : the slice-profile forward model (see
+        :func:`inrsr.acquisition.profiles.profile_quadrature`); each stack's profile lies along its
+        slice normal and spans its slice thickness.
     exclude : optional boolean array per stack (``None`` for none): voxels held out of training
-        altogether (see :mod:`inrsr.consistency`).
+        altogether (see :mod:`inrsr.evaluate.consistency`).
     """
     rng = np.random.default_rng(seed)
-    foregrounds = _foregrounds(stacks)
+    foregrounds = stack_foregrounds(stacks)
     subject = describe_subject(stacks, foregrounds)
     coords, values, cids, sids, fg_coords = [], [], [], [], []
     for k, (stack, fg) in enumerate(zip(stacks, foregrounds)):
@@ -189,7 +144,7 @@ def build_training_set(
         fg_coords.append(subject.normaliser(fg_world).astype(np.float32))
     all_fg = np.concatenate(fg_coords)
     pick = rng.choice(all_fg.shape[0], min(mi_points, all_fg.shape[0]), replace=False)
-    offsets, weights = profile_offsets(stacks, profile, profile_points, subject.normaliser)
+    offsets, weights = stack_profile_offsets(stacks, profile, profile_points, subject.normaliser)
     train = TrainingSet(
         coords=torch.from_numpy(np.concatenate(coords)),
         values=torch.from_numpy(np.concatenate(values).astype(np.float32)),

@@ -28,3 +28,25 @@ def test_support_follows_the_slice_profile():
     assert half_support_voxels("box", 1.0, 4.0) == 0.125
     assert half_support_voxels("gaussian", 2.0, 4.0) == 0.25
     assert half_support_voxels("point", 4.0, 4.0) < 0
+
+
+def test_profile_names_one_vocabulary_and_the_former_slab():
+    import warnings
+
+    import pytest
+
+    from inrsr.acquisition.profiles import PROFILES, profile_name
+    from inrsr.errors import InputError, InputWarning
+
+    assert PROFILES == ("point", "box", "gaussian")
+    for name in PROFILES:
+        assert profile_name(name) == name
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert profile_name("slab") == "box"
+    assert [w.category for w in caught] == [InputWarning]
+    assert "former name" in str(caught[0].message) and "box" in str(caught[0].message)
+    with pytest.raises(InputError, match="--profile must be one of point, box"):
+        profile_name("sinc")
+    with pytest.raises(InputError, match="must be one of point, box, got 'gaussian'"):
+        profile_name("gaussian", allowed=("point", "box"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inrsr.acquisition.simulate import simulate_stack, view_axis
 from inrsr.geometry import apply_affine, voxel_sizes_mm
-from inrsr.simulate import simulate_stack, view_axis
 from tests.test_geometry import AFFINES, make_affine, rotation
 
 
@@ -17,7 +17,7 @@ def ramp_volume(shape, affine, direction):
 
 
 @pytest.mark.parametrize("name", ["ras", "flipped", "oblique"])
-@pytest.mark.parametrize("profile", ["point", "slab"])
+@pytest.mark.parametrize("profile", ["point", "box"])
 @pytest.mark.parametrize("n", [40, 43])
 def test_simulated_values_sit_at_the_stack_voxel_centres(name, profile, n):
     hr = make_affine((1.0, 1.0, 1.0), flips=(-1, 1, 1) if name != "ras" else (1, 1, 1),
@@ -36,7 +36,7 @@ def test_simulated_values_sit_at_the_stack_voxel_centres(name, profile, n):
 def test_slab_is_block_mean_and_point_matches_nibabel_grid_count():
     aff = np.eye(4)
     vol = np.random.default_rng(0).normal(size=(4, 5, 17)).astype(np.float32)
-    lr, _ = simulate_stack(vol, aff, 2, 4, "slab")
+    lr, _ = simulate_stack(vol, aff, 2, 4, "box")
     assert lr.shape == (4, 5, 4)
     np.testing.assert_allclose(lr[..., 1], vol[..., 4:8].mean(axis=-1), atol=1e-6)
     lr_p, _ = simulate_stack(vol, aff, 2, 4, "point")
@@ -55,7 +55,7 @@ def test_views_pick_world_axes_on_real_orientations(shared_data):
     assert view_axis(AFFINES["permuted"], "axial") == 0
 
 
-@pytest.mark.parametrize("profile, thickness", [("point", 1.2), ("slab", 4.8)])
+@pytest.mark.parametrize("profile, thickness", [("point", 1.2), ("box", 4.8)])
 def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, profile, thickness):
     import json
 
@@ -63,7 +63,7 @@ def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, prof
     from click.testing import CliRunner
 
     from inrsr.cli import main
-    from inrsr.io import load_stack
+    from inrsr.io.stack import load_stack
 
     hr = tmp_path / "hr.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 12, 16), dtype=np.float32),

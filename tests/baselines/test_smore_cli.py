@@ -26,7 +26,7 @@ def test_cli_defaults_are_the_config_defaults():
     defaults = {p.name: p.default for p in smore_command.params}
     cfg = SmoreConfig()
     for option, field_name in (("profile", "profile"), ("iterations", "iterations"), ("time_limit_s", "time_limit_s"),
-                               ("patch", "patch_size"), ("batch_size", "batch_size"), ("seed", "seed"),
+                               ("patch_size", "patch_size"), ("batch_size", "batch_size"), ("seed", "seed"),
                                ("device", "device"), ("threads", "threads")):
         assert defaults[option] == getattr(cfg, field_name), option
 

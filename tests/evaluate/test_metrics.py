@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inrsr.metrics import evaluate, psnr
+from inrsr.evaluate.metrics import evaluate, psnr
 
 
 def test_psnr_known_value():
@@ -33,7 +33,7 @@ def test_evaluate_orders_noise_levels_and_ignores_outside_mask():
 
 
 def test_cropped_ssim_equals_the_whole_volume_computation():
-    from inrsr.metrics import _minmax, _ssim_map
+    from inrsr.evaluate.metrics import _minmax, _ssim_map
 
     rng = np.random.default_rng(3)
     truth = rng.normal(1.0, 0.3, (40, 44, 36)).astype(np.float32)

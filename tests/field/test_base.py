@@ -1,27 +1,27 @@
-"""The cubic base the network learns a residual over: geometry, held-out slices, checkpoints."""
+"""The cubic base the network learns a residual over: geometry, held-out slices, its weight in the field."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from inrsr.baselines import interpolate_to_grid
+from inrsr.acquisition.phantom import head_phantom
+from inrsr.acquisition.simulate import simulate_stack
+from inrsr.baselines.interpolate import interpolate_to_grid
 from inrsr.config import preset
-from inrsr.field import build_field
+from inrsr.field.base import cubic_base
+from inrsr.field.network import build_field
 from inrsr.geometry import apply_affine, isotropic_grid, rotation_from_vector
-from inrsr.io import Stack
-from inrsr.phantom import head_phantom
-from inrsr.pipeline import training_set, uses_base
-from inrsr.prior import cubic_base
-from inrsr.samples import describe_subject
-from inrsr.simulate import simulate_stack, simulated_thickness_mm
+from inrsr.io.stack import Stack
+from inrsr.jobs.reconstruct import training_set
+from inrsr.samples.training_set import describe_subject
 
 
 def oblique_stacks() -> list[Stack]:
     """A t1 axial and a t2 coronal slab stack of an asymmetric phantom, the t2 stack tilted by 10°."""
     vols, aff, _ = head_phantom((40, 48, 36), seed=5)
-    t1 = Stack(*simulate_stack(vols["t1"], aff, 2, 3, "slab"), "t1")
-    data, a2 = simulate_stack(vols["t2"], aff, 1, 3, "slab")
+    t1 = Stack(*simulate_stack(vols["t1"], aff, 2, 3, "box"), "t1")
+    data, a2 = simulate_stack(vols["t2"], aff, 1, 3, "box")
     tilt = np.eye(4)
     tilt[:3, :3] = rotation_from_vector(np.radians([10.0, 0.0, 4.0]))
     return [t1, Stack(data, tilt @ a2, "t2")]
@@ -70,7 +70,7 @@ def test_field_is_its_residual_plus_the_base_and_registering_drops_the_base():
     field = build_field(subject.contrasts, cfg, train.mm_per_unit, train.base)
     x = train.coords[:500]
     with torch.no_grad():
-        torch.testing.assert_close(field(x), field.residual(x) + train.base(x))
+        torch.testing.assert_close(field(x), field.network_output(x) + train.base(x))
         own = field.forward_own(x, train.contrast_id[:500])
         torch.testing.assert_close(own, field(x).gather(1, train.contrast_id[:500, None])[:, 0])
     assert training_set(stacks, cfg.replace(register=True))[1].base is None
@@ -85,21 +85,6 @@ def test_base_weight_scales_the_base_only():
     part = build_field(subject.contrasts, cfg.replace(base_weight=0.3), train.mm_per_unit, train.base)
     x, c = train.coords[:300], train.contrast_id[:300]
     with torch.no_grad():
-        torch.testing.assert_close(part.residual(x), full.residual(x))  # same seed, same network
-        torch.testing.assert_close(part(x), full.residual(x) + 0.3 * train.base(x))
+        torch.testing.assert_close(part.network_output(x), full.network_output(x))  # same seed, same network
+        torch.testing.assert_close(part(x), full.network_output(x) + 0.3 * train.base(x))
         torch.testing.assert_close(part.forward_own(x, c), part(x).gather(1, c[:, None])[:, 0])
-
-
-def test_auto_base_only_where_slices_leave_gaps():
-    vols, aff, _ = head_phantom((40, 48, 36), seed=5)
-    cfg = preset("default", base="auto")
-    slabs = [Stack(*simulate_stack(vols["t1"], aff, 2, 3, "slab"), "t1",
-                   thickness_mm=simulated_thickness_mm(aff, 2, 3, "slab")),
-             Stack(*simulate_stack(vols["t2"], aff, 1, 3, "slab"), "t2")]
-    assert slabs[0].slice_thickness_mm == 3.0 and not uses_base(cfg, slabs)
-    thin = Stack(*simulate_stack(vols["t2"], aff, 1, 3, "point"), "t2",
-                 thickness_mm=simulated_thickness_mm(aff, 1, 3, "point"))
-    assert thin.slice_thickness_mm == 1.0 and uses_base(cfg, [slabs[0], thin])
-    assert training_set([slabs[0], thin], cfg)[1].base is not None
-    assert not uses_base(cfg.replace(register=True), [slabs[0], thin])
-    assert uses_base(cfg.replace(base="cubic"), slabs) and not uses_base(cfg.replace(base="none"), [thin])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from inrsr import native
-from inrsr.encodings import HashGrid, _GridGather, hash_corners, level_cells_mm, make_hash_grid
+from inrsr.field import native
+from inrsr.field.encodings import HashGrid, _GridGather, hash_corners, level_cells_mm, make_hash_grid
 
 MM = 120.0  # mm per normalised unit, as for a 240 mm box
 

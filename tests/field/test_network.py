@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from inrsr.config import preset
-from inrsr.encodings import FourierFeatures
-from inrsr.field import build_field
+from inrsr.field.encodings import FourierFeatures
+from inrsr.field.network import build_field
 
 CFG = preset("fast", n_frequencies=16, width=32, depth=2, head_width=16, encoding="fourier")
 MM = 100.0  # mm per normalised unit
@@ -32,7 +32,7 @@ def test_split_heads_in_one_product_equal_each_head_in_turn():
     with torch.no_grad():
         h = field.trunk(field.encoding(x))
         one_by_one = torch.cat([head(h) for head in field.heads], dim=1)
-        torch.testing.assert_close(field.residual(x), one_by_one, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(field.network_output(x), one_by_one, rtol=1e-5, atol=1e-6)
 
 
 def test_single_variant_networks_are_independent():

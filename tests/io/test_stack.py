@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inrsr.errors import InputError
-from inrsr.io import load_stack
+from inrsr.io.stack import load_stack
 from tests.conftest import write_nifti
 from tests.test_geometry import AFFINES
 

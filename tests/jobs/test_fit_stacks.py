@@ -1,4 +1,4 @@
-"""Several stacks, shared contrasts, registration, resume and `inrsr check`, through the CLI."""
+"""`inrsr fit` with several stacks: shared contrasts, registration, resume, overlap warnings and `inrsr check`'s report."""
 
 from __future__ import annotations
 
@@ -6,32 +6,8 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pytest
-from click.testing import CliRunner
 
-from inrsr.cli import main
-from inrsr.phantom import head_phantom
-from inrsr.simulate import simulate_stack
-
-
-@pytest.fixture(scope="module")
-def phantom_stacks(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stacks")
-    vols, aff, _ = head_phantom((40, 48, 40), seed=4)
-    paths = {}
-    for name, contrast, axis in (("t1ax", "t1", 2), ("t2cor", "t2", 1), ("t2sag", "t2", 0)):
-        data, affine = simulate_stack(vols[contrast], aff, axis, 4, "slab")
-        paths[name] = tmp / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, affine), str(paths[name]))
-    return tmp, paths
-
-
-def run(args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.stderr.strip(), result.stdout
-
-
-FAST = ["--preset", "fast", "--max-steps", "60", "--threads", "1", "--quiet"]
+from tests.jobs.conftest import FAST, run
 
 
 def test_two_stacks_of_one_contrast_train_one_head_and_check_reports_every_stack(phantom_stacks, tmp_path):
@@ -101,34 +77,3 @@ def test_an_unrelated_stack_is_reported(phantom_stacks, tmp_path):
     code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "o2", *FAST,
                         "--max-steps", "2"])
     assert code == 0 and "warning" not in err
-
-
-def test_check_refits_train_on_the_masks_the_fit_used(phantom_stacks, tmp_path, monkeypatch):
-    import inrsr.pipeline as pipeline
-
-    tmp, p = phantom_stacks
-    masks = []
-    for name in ("t1ax", "t2cor"):
-        img = nib.load(str(p[name]))
-        m = np.zeros(img.shape, np.uint8)
-        m[4:-4, 4:-4, :] = 1  # a user mask unlike any estimated foreground
-        masks.append(tmp_path / f"{name}_mask.nii.gz")
-        nib.save(nib.Nifti1Image(m, img.affine), str(masks[-1]))
-    out = tmp_path / "masked"
-    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "--mask", masks[0], "--mask", masks[1],
-                        "-o", out, *FAST])
-    assert code == 0, err
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def spy(stacks, config, exclude=None):
-        seen.extend(s.mask for s in stacks)
-        raise Stop
-
-    monkeypatch.setattr(pipeline, "training_set", spy)
-    with pytest.raises(Stop):
-        pipeline.check_model(out / "model.pt", holdout_every=4, progress=False)
-    for got, path in zip(seen, masks):
-        np.testing.assert_array_equal(got, np.asarray(nib.load(str(path)).dataobj) > 0)

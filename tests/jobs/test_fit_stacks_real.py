@@ -19,12 +19,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from inrsr.baselines import interpolate_to_grid
-from inrsr.checkpoint import load_checkpoint
+from inrsr.baselines.interpolate import interpolate_to_grid
 from inrsr.cli import main
+from inrsr.evaluate.metrics import evaluate
+from inrsr.field.checkpoint import load_checkpoint
 from inrsr.geometry import Grid, fov_corners_world, union_box, voxel_sizes_mm
-from inrsr.metrics import evaluate
-from inrsr.pipeline import reference_grid, render_subject
+from inrsr.io.grids import reference_grid
+from inrsr.render import render_subject
 
 # The short CPU fit in this test must beat cubic's PSNR inside the brain by this much (measured:
 # +0.95 dB t1, +1.43 dB t2 at 400 steps, back-projected residuals included).
@@ -34,8 +35,8 @@ STEPS = 400
 # must gain POINT_T1_GAIN_DB over cubic, and both contrasts stay within these margins of cubic.
 # Measured (t1 / t2): PSNR +0.74 / −0.44 dB, SSIM +0.006 / −0.014. On this 80 mm crop the coronal
 # t2 stack has 20 planes, too few for the network's share of the image (README, "Limitations");
-# on the full BraTS volume `make bench` measures t2 above cubic in PSNR and SSIM. Session 7, before
-# data consistency, measured over the whole base +0.37 / +0.15 dB, half −0.30, a quarter −0.86 (t2).
+# on the full BraTS volume `make bench` measures t2 above cubic in PSNR and SSIM. Before data
+# consistency (commit 41385b0, 2026-11-22), the fit measured over the whole base +0.37 / +0.15 dB, half −0.30, a quarter −0.86 (t2).
 POINT_T1_GAIN_DB = 0.3
 POINT_PSNR_MARGIN_DB = 0.7
 POINT_SSIM_MARGIN = 0.025

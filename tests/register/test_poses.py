@@ -1,30 +1,12 @@
-"""Rigid stack transforms: the learnable poses, their world matrices and the geometry helpers."""
+"""Rigid stack transforms: the learnable poses and their world matrices."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from inrsr.geometry import Normaliser, apply_affine, rigid_error, rigid_matrix, rotation_from_vector
-from inrsr.pose import StackPoses
-
-
-def test_rotation_from_vector_is_a_rotation_about_its_axis():
-    v = np.radians(30.0) * np.array([0.0, 0.0, 1.0])
-    r = rotation_from_vector(v)
-    np.testing.assert_allclose(r @ [1.0, 0.0, 0.0], [np.cos(np.pi / 6), np.sin(np.pi / 6), 0.0], atol=1e-12)
-    w = np.array([0.1, -0.2, 0.3])
-    np.testing.assert_allclose(rotation_from_vector(w) @ w, w, atol=1e-12)
-    np.testing.assert_allclose(rotation_from_vector(w) @ rotation_from_vector(w).T, np.eye(3), atol=1e-12)
-
-
-def test_rigid_matrix_keeps_its_centre_and_rigid_error_measures_it():
-    c = np.array([10.0, -5.0, 3.0])
-    m = rigid_matrix(rotation_from_vector(np.radians([2.0, 1.0, -1.0])), [1.0, 2.0, 2.0], c)
-    np.testing.assert_allclose(apply_affine(m, c), c + [1.0, 2.0, 2.0], atol=1e-12)
-    shift, angle = rigid_error(m, np.eye(4), c[None])
-    assert abs(shift - 3.0) < 1e-9 and abs(angle - np.linalg.norm([2.0, 1.0, -1.0])) < 1e-9
-    assert rigid_error(m, m, np.zeros((4, 3))) == (0.0, 0.0)
+from inrsr.geometry import Normaliser, apply_affine
+from inrsr.register.poses import StackPoses
 
 
 def test_poses_move_points_as_their_world_matrices_do_and_the_reference_never_moves():

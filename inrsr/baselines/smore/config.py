@@ -1,0 +1,60 @@
+"""Hyper-parameters of a SMORE run (torch-free, so that the CLI's options are generated from it
+without importing torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from inrsr.config import check_choices, option_field
+from inrsr.errors import InputError
+
+__all__ = ["SmoreConfig", "PROFILES", "MIN_PATCH"]
+
+# The slice profiles SMORE can degrade with (names as in inrsr.acquisition.profiles).
+PROFILES = ("gaussian", "box")
+MIN_PATCH = 8
+
+
+@dataclass(frozen=True)
+class SmoreConfig:
+    """Hyper-parameters of one SMORE run (defaults: a few minutes on 2 CPU cores for 240×240×39)."""
+
+    profile: str = option_field(
+        "gaussian", "slice profile: gaussian, FWHM = thickness (the paper); box, width = thickness (slices averaged "
+        "over their thickness, e.g. `inrsr simulate --profile box`)", PROFILES
+    )
+    thickness_mm: float = option_field(0.0, "slice thickness in mm (0: the slice spacing); gaps and overlaps allowed")
+    patch_size: int = option_field(32, "side of the square training patches, voxels")
+    batch_size: int = option_field(16, "patches per training step")
+    iterations: int = option_field(1200, "training steps, or fewer when the time limit comes first")
+    time_limit_s: float = option_field(0.0, "stop training after this many seconds, whichever limit comes first (0: none)")
+    features: int = option_field(32, "channels of the network's hidden layers")
+    blocks: int = option_field(8, "residual blocks of the network")
+    lr: float = option_field(1e-3, "Adam learning rate at the start of the cosine schedule")
+    seed: int = option_field(0, "random seed (weights, patches); the same seed on CPU gives the same result")
+    device: str = option_field("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    threads: int = option_field(0, "CPU threads for torch (0: torch's default)")
+
+    def replace(self, **changes: Any) -> "SmoreConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "SmoreConfig":
+        """Raise :class:`InputError` naming the first invalid option."""
+        for name in ("batch_size", "iterations", "features", "blocks", "lr"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.patch_size < MIN_PATCH:
+            raise InputError(f"--patch must be at least {MIN_PATCH} voxels, got {self.patch_size}")
+        for name in ("thickness_mm", "time_limit_s"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"--{name.replace('_mm', '').replace('_', '-')} must be non-negative, "
+                                 f"got {getattr(self, name)}")
+        if self.threads < 0:
+            raise InputError(f"--threads must be non-negative, got {self.threads}")
+        check_choices(self)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Scoring results: metrics against a truth, self-consistency without one, and figures."""

@@ -1,0 +1,96 @@
+"""One optimisation step of a fit: a batch of voxels through the forward model, the loss (MSE per
+contrast plus the smoothness penalty), the registration pull, and Adam's update."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from inrsr.acquisition.forward import profile_forward, voxel_profile_points
+from inrsr.config import FitConfig
+from inrsr.fit.smoothness import smoothness_of, smoothness_points
+from inrsr.register.joint import alignment_gradient
+
+if TYPE_CHECKING:
+    from inrsr.field.network import Field
+    from inrsr.register.poses import StackPoses
+
+__all__ = ["StepData", "training_forward", "train_step"]
+
+
+@dataclass
+class StepData:
+    """What every step of one fit reads, on the fit's device.
+
+    coords (N, 3), values (N,), contrast_id (N,), stack_id (N,): the training voxels (see
+    :class:`inrsr.samples.training_set.TrainingSet`); offsets (S, K, 3) and weights (S, K): each
+    stack's profile points. With registration, ``mi_driven`` (S,) marks the stacks pulled by MI
+    towards ``ref_contrast`` and ``data_blind`` (S,) those whose data must not move them (see
+    :func:`inrsr.fit.loop.registration_roles`). ``reg_jitter`` and ``reg_step`` (normalised units)
+    place the smoothness points."""
+
+    coords: torch.Tensor
+    values: torch.Tensor
+    contrast_id: torch.Tensor
+    stack_id: torch.Tensor
+    offsets: torch.Tensor
+    weights: torch.Tensor
+    n_contrasts: int
+    reg_jitter: float
+    reg_step: float
+    mi_driven: torch.Tensor | None = None
+    data_blind: torch.Tensor | None = None
+    ref_contrast: int = 0
+
+
+def training_forward(
+    model: "Field", points: torch.Tensor, contrast_id: torch.Tensor, weights: torch.Tensor, extra: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's pass through the field: :func:`~inrsr.acquisition.forward.profile_forward`'s
+    predictions ``(B,)`` of voxels with profile ``points`` (B, K, 3), ``contrast_id`` (B,) and
+    ``weights`` (B, K), and every contrast at the ``extra`` points ``(M, 3)`` → ``(M, C)``.
+
+    The shared-trunk variants take all points through the encoding and the trunk at once (one
+    call instead of two costs less on the CPU)."""
+    if model.variant == "single":
+        return profile_forward(model, points, contrast_id, weights), model(extra)
+    b, k = weights.shape
+    vals = model(torch.cat([points.reshape(b * k, 3), extra]))
+    own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
+    return (own.float() * weights).sum(dim=1), vals[b * k :]
+
+
+def train_step(
+    model: "Field", poses: "StackPoses | None", optimiser: torch.optim.Optimizer, data: StepData, idx: torch.Tensor,
+    config: FitConfig, generator: torch.Generator, autocast: contextlib.AbstractContextManager,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Adam step on the voxels ``idx``: the sum over contrasts of each contrast's MSE on its
+    own voxels, plus ``reg_weight`` times the smoothness penalty at points near the first
+    ``reg_points`` of them; with ``poses``, the MI pull of :func:`alignment_gradient` is added to
+    the poses' gradients. Returns the loss and, per contrast, the summed squared errors and the
+    voxel count of the batch."""
+    c, s = data.contrast_id[idx], data.stack_id[idx]
+    pts = voxel_profile_points(data.coords[idx], data.offsets[s], s, poses)
+    by_mi = data.mi_driven[s] if data.mi_driven is not None else None
+    data_pts = pts if data.data_blind is None else torch.where(data.data_blind[s][:, None, None], pts.detach(), pts)
+    reg_pts = data.coords.new_empty(0, 3)
+    if config.reg_weight > 0:
+        reg_pts = smoothness_points(data.coords[idx[: config.reg_points]], data.reg_jitter, data.reg_step, generator)
+    with autocast:
+        pred, reg_vals = training_forward(model, data_pts, c, data.weights[s], reg_pts)
+    sq = (pred.float() - data.values[idx]) ** 2
+    per_sum = torch.zeros(data.n_contrasts, device=sq.device).index_add_(0, c, sq)
+    per_n = torch.bincount(c, minlength=data.n_contrasts).to(sq.dtype)
+    loss = (per_sum / per_n.clamp(min=1)).sum()  # MSE per contrast on its own voxels
+    if config.reg_weight > 0:
+        loss = loss + config.reg_weight * smoothness_of(reg_vals, config.reg_norm).float()
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if by_mi is not None and bool(by_mi.any()):
+        alignment_gradient(model, poses, data.coords[idx], data.offsets[s], s, by_mi, data.values[idx],
+                           data.ref_contrast, data.weights[s], autocast)
+    optimiser.step()
+    return loss, per_sum, per_n

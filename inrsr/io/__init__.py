@@ -1,0 +1,1 @@
+"""Reading and writing: NIfTI images, input stacks, output files and folders."""

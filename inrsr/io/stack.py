@@ -1,0 +1,161 @@
+"""Input stacks: the :class:`Stack` every step receives (data with its affine, contrast, slice
+thickness and mask), loaded and validated one by one and cross-checked as a set."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inrsr.errors import InputError, InputWarning
+from inrsr.geometry import overlap_fraction, slice_axis, voxel_sizes_mm
+from inrsr.io.files import sidecar_thickness
+from inrsr.io.nifti import HeaderCodes, load_image, load_mask
+
+__all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "CONTRAST_NAME", "MIN_OVERLAP"]
+
+CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# Below this fraction of the smaller field of view, two stacks are reported as barely overlapping.
+MIN_OVERLAP = 0.5
+
+
+@dataclass
+class Stack:
+    """One image with its geometry: what every function that takes image data receives.
+
+    Attributes
+    ----------
+    data : float32 array of shape ``(X, Y, Z)``.
+    affine : 4×4 voxel-centre → world (mm) map.
+    contrast : contrast name (``t1``, ``flair``, …); names the output volume.
+    path : source file (for messages).
+    thickness_mm : slice thickness along :attr:`slice_axis`; defaults to the slice spacing.
+    mask : optional boolean foreground array of the same shape.
+    codes : qform/sform codes and units of the source header.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    contrast: str
+    path: str = "<memory>"
+    thickness_mm: float | None = None
+    mask: np.ndarray | None = None
+    codes: HeaderCodes = field(default_factory=HeaderCodes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        return voxel_sizes_mm(self.affine)
+
+    @property
+    def slice_axis(self) -> int:
+        return slice_axis(self.affine)
+
+    @property
+    def slice_spacing_mm(self) -> float:
+        return float(self.spacing_mm[self.slice_axis])
+
+    @property
+    def slice_thickness_mm(self) -> float:
+        return float(self.thickness_mm) if self.thickness_mm else self.slice_spacing_mm
+
+    def describe(self) -> str:
+        sp = "×".join(f"{s:.3g}" for s in self.spacing_mm)
+        dims = "×".join(str(s) for s in self.shape)
+        return (
+            f"{self.contrast}: {self.path} ({dims} voxels, {sp} mm, slice axis {self.slice_axis}, "
+            f"thickness {self.slice_thickness_mm:.3g} mm)"
+        )
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What the user named for one input stack."""
+
+    contrast: str
+    path: str
+    thickness_mm: float | None = None
+    mask_path: str | None = None
+
+
+def load_stack(
+    path: str | os.PathLike,
+    contrast: str,
+    thickness_mm: float | None = None,
+    mask_path: str | os.PathLike | None = None,
+) -> Stack:
+    """Load and validate one input stack.
+
+    Parameters
+    ----------
+    path : NIfTI file (``.nii`` or ``.nii.gz``), 3D.
+    contrast : contrast name for this stack.
+    thickness_mm : slice thickness; when ``None``, a BIDS sidecar's ``SliceThickness`` is used if
+        present, else the slice spacing.
+    mask_path : optional foreground mask on the same grid as the stack.
+
+    Raises
+    ------
+    InputError
+        When the file is missing/unreadable/not 3D, contains NaN or infinite values, or is constant.
+    """
+    data, img = load_image(path, "stack")
+    p = Path(path)
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{p}: contains NaN or infinite values")
+    if float(data.max()) == float(data.min()):
+        raise InputError(f"{p}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
+    if thickness_mm is None:
+        thickness_mm = sidecar_thickness(p)
+    elif not thickness_mm > 0:
+        raise InputError(f"{p}: slice thickness must be positive, got {thickness_mm}")
+    mask = load_mask(mask_path, data.shape, img.affine) if mask_path is not None else None
+    return Stack(
+        data=data,
+        affine=np.asarray(img.affine, dtype=np.float64),
+        contrast=contrast,
+        path=str(p),
+        thickness_mm=thickness_mm,
+        mask=mask,
+        codes=HeaderCodes.from_header(img.header),
+    )
+
+
+def load_stacks(specs: list[StackSpec]) -> list[Stack]:
+    """Load and cross-check the input stacks.
+
+    Several stacks may share a contrast (e.g. T2 axial + coronal): they train the same head.
+    Raises :class:`InputError` for no stacks, a bad contrast name, a file given twice, any
+    unreadable or invalid file, or a stack whose field of view does not overlap the first stack's.
+    Warns (:class:`InputWarning`) when a stack covers less than :data:`MIN_OVERLAP` of the smaller
+    field of view of itself and the first stack.
+    """
+    if not specs:
+        raise InputError("no input stacks: give --t1/--t2/--flair PATH or --stack CONTRAST=PATH")
+    seen: set[Path] = set()
+    for spec in specs:
+        if not CONTRAST_NAME.match(spec.contrast):
+            raise InputError(f"{spec.path}: contrast name {spec.contrast!r} must be letters, digits, '_' or '-'")
+        resolved = Path(spec.path).resolve()
+        if resolved in seen:
+            raise InputError(f"{spec.path}: the same file is given twice")
+        seen.add(resolved)
+    stacks = [load_stack(s.path, s.contrast, s.thickness_mm, s.mask_path) for s in specs]
+    first = stacks[0]
+    for s in stacks[1:]:
+        overlap = overlap_fraction((first.shape, first.affine), (s.shape, s.affine))
+        if overlap <= 0.0:
+            raise InputError(f"{s.path}: field of view does not overlap that of {first.path}")
+        if overlap < MIN_OVERLAP:
+            warnings.warn(
+                f"{s.path}: its field of view overlaps only {100 * overlap:.0f}% of {first.path}'s "
+                f"(is it the same subject and session?)", InputWarning, stacklevel=2,
+            )
+    return stacks
