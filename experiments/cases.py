@@ -56,7 +56,7 @@ def data_root() -> Path:
 
 
 def load_volume(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Data (float32) and affine of a NIfTI file, validated by :func:`inrsr.io.load_image`."""
+    """Data (float32) and affine of a NIfTI file, validated by :func:`inrsr.io.nifti.load_image`."""
     data, img = load_image(path)
     return data, np.asarray(img.affine, dtype=np.float64)
 

@@ -12,10 +12,13 @@ Conventions
 * Slice profiles are described by their full width at half maximum (FWHM, mm); a Gaussian's
   standard deviation is :func:`fwhm_to_sigma` of it.
 * Volumes are read at arbitrary points by one sampler, :func:`sample_volume` (trilinear, edge
-  values beyond the outermost voxel centres), from continuous voxel indices.
+  values beyond the outermost voxel centres), from continuous voxel indices. Its coordinates come
+  either from a matrix (:func:`voxel_to_sampler_matrix`, composed once) or from voxel indices on
+  tensors (:func:`voxel_to_sampler`); both compute the same map.
 
 Everything here is a pure function of arrays and affines (NumPy; the few torch functions work
-on tensors so that gradients flow through them); nothing else in the package multiplies affines.
+on tensors so that gradients flow through them). Affine products and inverses are made here; the
+rest of the package only applies the matrices these functions return.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch is imported by the functions that need it, so that reading files does not
+if TYPE_CHECKING:  # torch is imported inside the functions that need it; reading files does not
     import torch
 
 __all__ = [
@@ -53,6 +56,8 @@ __all__ = [
     "compose",
     "slice_normal",
     "normalised_to_voxel_matrix",
+    "normalised_to_sampler_matrix",
+    "world_to_voxel_matrix",
     "voxel_to_sampler_matrix",
     "voxel_to_sampler",
     "sample_volume",
@@ -62,7 +67,6 @@ __all__ = [
     "inverse_rigid_points",
     "FWHM_PER_SIGMA",
     "fwhm_to_sigma",
-    "sigma_to_fwhm",
 ]
 
 # FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2) ≈ 2.3548.
@@ -73,10 +77,6 @@ def fwhm_to_sigma(fwhm):
     """Standard deviation of a Gaussian with full width at half maximum ``fwhm`` (same unit)."""
     return fwhm / FWHM_PER_SIGMA
 
-
-def sigma_to_fwhm(sigma):
-    """Full width at half maximum of a Gaussian with standard deviation ``sigma`` (same unit)."""
-    return sigma * FWHM_PER_SIGMA
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -292,7 +292,7 @@ def axis_resampled_affine(affine: np.ndarray, axis: int, spacing_factor: float, 
 
 def world_to_voxel_index(affine: np.ndarray, world_mm: np.ndarray) -> np.ndarray:
     """Nearest voxel indices (int64, ``(..., 3)``) of world points in the grid of ``affine``."""
-    return np.rint(apply_affine(np.linalg.inv(affine), world_mm)).astype(np.int64)
+    return np.rint(apply_affine(world_to_voxel_matrix(affine), world_mm)).astype(np.int64)
 
 
 def rotation_from_vector(rotvec_rad: np.ndarray) -> np.ndarray:
@@ -348,7 +348,18 @@ def slice_normal(affine: np.ndarray) -> np.ndarray:
 
 def normalised_to_voxel_matrix(affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
     """(3, 4) map of normalised coordinates → world mm → continuous voxel indices of ``affine``."""
-    return (np.linalg.inv(affine) @ normaliser.to_world_matrix())[:3]
+    return (world_to_voxel_matrix(affine) @ normaliser.to_world_matrix())[:3]
+
+
+def world_to_voxel_matrix(affine: np.ndarray) -> np.ndarray:
+    """4×4 map of world mm → continuous voxel indices of ``affine`` (its inverse)."""
+    return np.linalg.inv(affine)
+
+
+def normalised_to_sampler_matrix(shape: tuple[int, ...], affine: np.ndarray, normaliser: Normaliser) -> np.ndarray:
+    """(3, 4) map of normalised coordinates → world mm → voxel indices of the grid ``(shape,
+    affine)`` → sampling coordinates of :func:`sample_volume` (rows in (k, j, i) order)."""
+    return (voxel_to_sampler_matrix(shape) @ world_to_voxel_matrix(affine) @ normaliser.to_world_matrix())[:3]
 
 
 def voxel_to_sampler_matrix(shape: tuple[int, ...]) -> np.ndarray:

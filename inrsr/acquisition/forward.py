@@ -13,11 +13,11 @@ from inrsr.config import FitConfig
 from inrsr.device import autocast, resolve_device, torch_threads
 from inrsr.geometry import apply_affine
 from inrsr.io.stack import Stack
-from inrsr.samples.training_set import Subject
 
 if TYPE_CHECKING:
     from inrsr.field.network import Field
     from inrsr.register.poses import StackPoses
+    from inrsr.samples.training_set import Subject
 
 __all__ = ["profile_forward", "voxel_profile_points", "resimulate"]
 
@@ -48,7 +48,7 @@ def voxel_profile_points(
 
 @torch.no_grad()
 def resimulate(
-    model: "Field", stack: Stack, subject: Subject, config: FitConfig, where: np.ndarray | None = None,
+    model: "Field", stack: Stack, subject: "Subject", config: FitConfig, where: np.ndarray | None = None,
     device: str | None = None,
 ) -> np.ndarray:
     """The stack as the field predicts it: each voxel is the profile-weighted mean of the field of
@@ -71,7 +71,7 @@ def resimulate(
             idx = flat[start : start + chunk]
             world = apply_affine(stack.affine, np.stack(np.unravel_index(idx, stack.shape), axis=-1))
             x = torch.from_numpy(subject.normaliser(world).astype(np.float32)).to(dev)
-            pts = x[:, None, :] + offsets[None]
+            pts = voxel_profile_points(x, offsets[None], None, None)
             c = torch.full((idx.size,), contrast, dtype=torch.int64, device=dev)
             with autocast(dev, config.precision):
                 pred = profile_forward(model, pts, c, weights.expand(idx.size, -1))

@@ -1,8 +1,8 @@
 """An interpolated prior that the network learns a residual over.
 
-The field of contrast *c* is ``base_c(x) + network_c(x)``, where ``base_c`` is a cubic B-spline
-interpolation of that contrast's own stacks, resampled once onto an isotropic grid covering the
-subject and read back by trilinear interpolation. Where the data say little (between the sampled
+The field of contrast *c* is ``w · base_c(x) + network_c(x)`` (``w``: ``--base-weight``), where
+``base_c`` is a cubic B-spline interpolation of that contrast's own stacks, resampled once onto an
+isotropic grid covering the subject and read back by trilinear interpolation. Where the data say little (between the sampled
 planes of thick slices) the network's residual stays small and the field falls back to the
 interpolation instead of to whatever its features happen to hold there; where the other
 contrasts' stacks carry detail, the shared trunk adds it.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from inrsr.baselines.interpolate import cubic_between_slices, interpolate_to_grid
-from inrsr.geometry import isotropic_grid, sample_volume, slice_axis, voxel_to_sampler_matrix
+from inrsr.geometry import isotropic_grid, normalised_to_sampler_matrix, sample_volume, slice_axis
 from inrsr.io.stack import Stack
 from inrsr.samples.training_set import Subject
 
@@ -53,8 +53,7 @@ class BaseVolume(nn.Module):
 def _sample_map(grid_affine: np.ndarray, shape: tuple[int, int, int], subject: Subject) -> np.ndarray:
     """(3, 4) map normalised coordinates → world mm → grid voxel → sampling coordinates of
     :func:`inrsr.geometry.sample_volume` (rows in (Z, Y, X) order)."""
-    m = voxel_to_sampler_matrix(shape) @ np.linalg.inv(grid_affine) @ subject.normaliser.to_world_matrix()
-    return m[:3].copy()
+    return normalised_to_sampler_matrix(shape, grid_affine, subject.normaliser).copy()
 
 
 def _without_held_slices(stack: Stack, held: np.ndarray) -> np.ndarray:

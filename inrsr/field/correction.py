@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["StackResiduals", "stack_residuals"]
 
 
-
-
-
-
 class StackResiduals(nn.Module):
     """Per-stack residual volumes and how to read them at normalised points.
 

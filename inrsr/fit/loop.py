@@ -29,10 +29,10 @@ from inrsr.fit.monitor import MIPlateau, predict_mi
 from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser
 from inrsr.fit.state import InterruptFlag, load_fit_state, save_fit_state
 from inrsr.fit.step import StepData, train_step
-from inrsr.register.poses import StackPoses
+from inrsr.register.poses import StackPoses, registration_roles
 from inrsr.samples.training_set import TrainingSet
 
-__all__ = ["FitResult", "Trainer", "fit_field", "registration_roles"]
+__all__ = ["FitResult", "Trainer", "fit_field"]
 
 StepCallback = Callable[[int, float, Field], None]
 
@@ -103,22 +103,6 @@ def make_poses(train: TrainingSet, config: FitConfig, device: torch.device,
             poses.rotation_deg.copy_(init[:, :3])
             poses.shift_mm.copy_(init[:, 3:])
     return poses
-
-
-def registration_roles(train: TrainingSet, fixed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Which stacks MI pulls and which their own data cannot move, when registering.
-
-    Stacks that share a contrast with another stack are aligned by their data. Every stack whose
-    contrast differs from the reference stack's is also pulled by the MI between its voxels and
-    the reference contrast predicted through its forward model; for a stack with a contrast of
-    its own that is the only pull (its own head would follow it anywhere). Returns ``mi_driven``
-    (S,), ``data_blind`` (S,) and the reference contrast's index."""
-    n_stacks = int(train.profile_weights.shape[0])
-    stack_contrast = [int(train.contrast_id[train.stack_id == k][0]) for k in range(n_stacks)]
-    ref_contrast = stack_contrast[fixed]
-    mi_driven = torch.tensor([c != ref_contrast for c in stack_contrast], device=device)
-    data_blind = torch.tensor([stack_contrast.count(c) == 1 for c in stack_contrast], device=device)
-    return mi_driven, data_blind, ref_contrast
 
 
 def step_data(

@@ -12,7 +12,7 @@ import torch
 from inrsr.acquisition.forward import profile_forward, voxel_profile_points
 from inrsr.config import FitConfig
 from inrsr.fit.smoothness import smoothness_of, smoothness_points
-from inrsr.register.joint import alignment_gradient
+from inrsr.register.poses import alignment_gradient
 
 if TYPE_CHECKING:
     from inrsr.field.network import Field
@@ -29,7 +29,7 @@ class StepData:
     :class:`inrsr.samples.training_set.TrainingSet`); offsets (S, K, 3) and weights (S, K): each
     stack's profile points. With registration, ``mi_driven`` (S,) marks the stacks pulled by MI
     towards ``ref_contrast`` and ``data_blind`` (S,) those whose data must not move them (see
-    :func:`inrsr.fit.loop.registration_roles`). ``reg_jitter`` and ``reg_step`` (normalised units)
+    :func:`inrsr.register.poses.registration_roles`). ``reg_jitter`` and ``reg_step`` (normalised units)
     place the smoothness points."""
 
     coords: torch.Tensor

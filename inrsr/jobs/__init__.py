@@ -1,3 +1,5 @@
-"""End-to-end jobs, each built on :func:`inrsr.jobs.reconstruct.reconstruct`: ``fit_stacks``
-(``inrsr fit``), ``sample``, ``check``, ``demo`` and the single-file ``tools`` (simulate,
-evaluate, the baselines). The command line and the experiments call these."""
+"""End-to-end jobs. :mod:`~inrsr.jobs.reconstruct` holds the one in-memory reconstruction (stacks
+→ training set → fit → data consistency) that ``fit_stacks`` (``inrsr fit``) and ``check``
+build on, as do ``make bench`` and ``make exp``; ``sample`` re-renders a saved model, ``demo``
+runs ``inrsr fit`` on a phantom, and ``tools`` holds the single-file commands (simulate,
+evaluate, the baselines). The command line calls these."""

@@ -3,11 +3,10 @@ against a truth, and the two baselines (cubic interpolation, SMORE) on one stack
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from inrsr.errors import InputError
-from inrsr.io.files import check_output_file, check_writable, sidecar_path, refuse_existing, write_thickness_sidecar
+from inrsr.io.files import check_output_file, check_writable, refuse_existing, sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import NIFTI_SUFFIXES, HeaderCodes, load_image, load_mask, save_nifti
 
 __all__ = ["simulate_file", "evaluate_files", "cubic_file", "smore_file"]

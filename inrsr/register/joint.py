@@ -1,64 +1,25 @@
-"""Registration around the fit: the MI pull on stack poses during training, the starting poses,
-the stacks moved to where the fit found them, and the report of the transforms; and the check that
-stacks share structure at all where their headers place them."""
+"""Registration around the fit: the starting poses, the stacks moved to where the fit found them,
+the report of the transforms, and the check that stacks share structure at all where their
+headers place them."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from inrsr.acquisition.forward import profile_forward
 from inrsr.errors import InputWarning
 from inrsr.geometry import compose, fov_corners_world, rigid_error
 from inrsr.io.stack import Stack
-from inrsr.mi import soft_mutual_information
-from inrsr.register.poses import StackPoses
 from inrsr.register.rigid import align_rigid, similarity
 
-if TYPE_CHECKING:
-    from inrsr.field.network import Field
-
-__all__ = ["alignment_gradient", "initial_alignment", "registered_stacks", "registration_report", "warn_if_unrelated",
+__all__ = ["initial_alignment", "registered_stacks", "registration_report", "warn_if_unrelated",
            "MIN_STACK_MI"]
 
 # Below this MI (nats) between two stacks where their headers place them, they are reported as unrelated.
 MIN_STACK_MI = 0.1
-
-
-def alignment_gradient(
-    model: "Field",
-    poses: StackPoses,
-    x: torch.Tensor,
-    offsets: torch.Tensor,
-    stack_id: torch.Tensor,
-    select: torch.Tensor,
-    values: torch.Tensor,
-    ref_contrast: int,
-    weights: torch.Tensor,
-    autocast: contextlib.AbstractContextManager,
-    max_points: int = 4096,
-) -> None:
-    """Add to the poses' gradients that of ``-MI`` between the selected voxels' values and the
-    reference contrast predicted at their moved profile points (voxel centres ``x``, ``offsets``,
-    as in :meth:`StackPoses.forward`): a similarity that needs no shared intensity scale. The
-    field's own parameters get no gradient from it."""
-    sel = select.nonzero(as_tuple=True)[0][:max_points]
-    if sel.numel() < 64:
-        return
-    with autocast:
-        pts = poses(x[sel], offsets[sel], stack_id[sel])
-        ref = profile_forward(model, pts, torch.full_like(sel, ref_contrast), weights[sel])
-    mi = soft_mutual_information(values[sel].float().clamp(0, 1), ref.float().clamp(0, 1), torch.ones_like(values[sel]))
-    params = [poses.rotation_deg, poses.shift_mm]
-    grads = torch.autograd.grad(-mi, params)
-    for p, g in zip(params, grads):
-        p.grad = g if p.grad is None else p.grad + g
 
 
 def initial_alignment(stacks: list[Stack], fixed: int, foregrounds: list[np.ndarray], progress: bool) -> np.ndarray:

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from inrsr.geometry import (
     apply_affine, fov_corners_world, fwhm_to_sigma, inverse_rigid_points, rigid_matrix, rotation_matrices_deg,
-    sample_volume, voxel_sizes_mm, voxel_to_sampler,
+    sample_volume, voxel_sizes_mm, voxel_to_sampler, world_to_voxel_matrix,
 )
 from inrsr.mi import soft_mutual_information
 
@@ -46,7 +46,7 @@ def _unit_range(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def _sampler(volume: np.ndarray, affine: np.ndarray):
     """``f(world (N, 3) float64 tensor) → (values, inside)``: trilinear samples of ``volume`` at
     world points (edge values beyond it) and whether each point lies within its field of view."""
-    to_vox = torch.from_numpy(np.linalg.inv(affine))
+    to_vox = torch.from_numpy(world_to_voxel_matrix(affine))
     size = torch.tensor(volume.shape, dtype=torch.float64)
     vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float64))[None]
 

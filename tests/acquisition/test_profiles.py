@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from inrsr.acquisition.profiles import half_support_voxels
-from inrsr.acquisition.profiles import profile_quadrature as slice_profile
+from inrsr.acquisition.profiles import half_support_voxels, profile_quadrature
 
 
 def test_box_profile_is_the_mean_of_equal_sub_slices():
-    pos, w = slice_profile("box", 4.0, 4)
+    pos, w = profile_quadrature("box", 4.0, 4)
     np.testing.assert_allclose(pos, [-1.5, -0.5, 0.5, 1.5])
     np.testing.assert_allclose(w, 0.25)
 
 
 def test_gaussian_profile_has_fwhm_equal_to_thickness():
-    pos, w = slice_profile("gaussian", 3.0, 6)
+    pos, w = profile_quadrature("gaussian", 3.0, 6)
     np.testing.assert_allclose(pos, -pos[::-1])
     assert abs(w.sum() - 1.0) < 1e-12 and np.all(np.diff(w[:3]) > 0)
     # w ∝ exp(-4 ln2 (x / FWHM)²): half the peak at x = FWHM / 2
     np.testing.assert_allclose(w / w.max(), np.exp(-4 * np.log(2) * (pos / 3.0) ** 2) / np.exp(-4 * np.log(2) * (pos[2] / 3.0) ** 2))
-    assert slice_profile("point", 3.0, 6)[0].tolist() == [0.0]
+    assert profile_quadrature("point", 3.0, 6)[0].tolist() == [0.0]
 
 
-def test_support_follows_the_slice_profile():
+def test_support_follows_the_profile_quadrature():
     assert half_support_voxels("box", 4.0, 4.0) == 0.5
     assert half_support_voxels("box", 1.0, 4.0) == 0.125
     assert half_support_voxels("gaussian", 2.0, 4.0) == 0.25

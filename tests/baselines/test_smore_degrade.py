@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inrsr.baselines.smore.config import PROFILES
-from inrsr.baselines.smore.degrade import degrade_rows, interpolate_rows, profile_weights, slice_profile
+from inrsr.acquisition.profiles import profile_density
+from inrsr.baselines.smore.degrade import degrade_rows, interpolate_rows, profile_weights
 from inrsr.baselines.smore.geometry import lr_positions
 
 
@@ -47,11 +48,11 @@ def test_profile_fwhm_and_area():
     x = np.linspace(-20, 20, 400001)
     dx = x[1] - x[0]
     for fwhm in (4.0, 2.7):
-        g = slice_profile(x, fwhm, "gaussian")
-        np.testing.assert_allclose(slice_profile(np.array([fwhm / 2, -fwhm / 2]), fwhm, "gaussian"),
-                                   0.5 * slice_profile(np.array([0.0]), fwhm, "gaussian")[0], rtol=1e-12)
+        g = profile_density(x, fwhm, "gaussian")
+        np.testing.assert_allclose(profile_density(np.array([fwhm / 2, -fwhm / 2]), fwhm, "gaussian"),
+                                   0.5 * profile_density(np.array([0.0]), fwhm, "gaussian")[0], rtol=1e-12)
         assert abs(g.sum() * dx - 1) < 1e-6
-        box = slice_profile(x, fwhm, "box")
+        box = profile_density(x, fwhm, "box")
         assert abs(box.sum() * dx - 1) < 1e-3
         support = x[box > 0]
         np.testing.assert_allclose([support.min(), support.max()], [-fwhm / 2, fwhm / 2], atol=2 * dx)

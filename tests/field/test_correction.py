@@ -14,7 +14,7 @@ from inrsr.field.correction import StackResiduals
 from inrsr.field.correction import stack_residuals
 from inrsr.fit.loop import fit_field
 from inrsr.geometry import Normaliser
-from inrsr.geometry import normalised_to_voxel_matrix as to_voxel_map
+from inrsr.geometry import normalised_to_voxel_matrix
 from inrsr.io.stack import Stack
 from inrsr.samples.training_set import build_training_set
 
@@ -25,7 +25,7 @@ def residuals_of(volumes: list[np.ndarray], affines: list[np.ndarray], contrasts
                  n_contrasts: int) -> StackResiduals:
     return StackResiduals(
         [torch.from_numpy(v.astype(np.float32)) for v in volumes],
-        [torch.from_numpy(to_voxel_map(a, IDENTITY).astype(np.float32)) for a in affines],
+        [torch.from_numpy(normalised_to_voxel_matrix(a, IDENTITY).astype(np.float32)) for a in affines],
         torch.tensor([[c, 2, h] for c, h in zip(contrasts, halves)], dtype=torch.float32), n_contrasts,
     )
 

@@ -7,7 +7,7 @@ import torch
 
 from inrsr.config import preset
 from inrsr.field.network import build_field
-from inrsr.fit.optimiser import learning_rate_at as _lr_at, make_optimiser
+from inrsr.fit.optimiser import learning_rate_at, make_optimiser
 from inrsr.register.poses import StackPoses
 from tests.fit.conftest import CFG
 
@@ -26,10 +26,10 @@ def test_optimiser_groups_learning_rates_and_betas():
 
 def test_cosine_schedules():
     cfg = CFG.replace(lr=1.0, lr_schedule="cosine")
-    assert _lr_at(0, 10, 100, cfg) == 1.0 and abs(_lr_at(50, 10, 100, cfg) - 0.5) < 1e-12
+    assert learning_rate_at(0, 10, 100, cfg) == 1.0 and abs(learning_rate_at(50, 10, 100, cfg) - 0.5) < 1e-12
     epoch = cfg.replace(lr_schedule="cosine-epoch")
-    assert _lr_at(9, 10, 100, epoch) == 1.0  # constant within the first epoch
-    assert abs(_lr_at(50, 10, 100, epoch) - 0.5) < 1e-12
+    assert learning_rate_at(9, 10, 100, epoch) == 1.0  # constant within the first epoch
+    assert abs(learning_rate_at(50, 10, 100, epoch) - 0.5) < 1e-12
 
 
 def test_coarse_to_fine_schedule_and_detail_weights():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inrsr.acquisition.phantom import head_phantom
-from inrsr.acquisition.profiles import profile_quadrature as slice_profile
+from inrsr.acquisition.profiles import profile_quadrature
 from inrsr.acquisition.simulate import simulate_stack
 from inrsr.io.stack import Stack
 from inrsr.samples.training_set import build_training_set
@@ -24,5 +24,5 @@ def test_offsets_follow_each_stacks_slice_normal_and_thickness(profile, k):
     for s, (axis, thick) in enumerate([(2, 4.0), (1, 3.0)]):
         others = [a for a in range(3) if a != axis]
         np.testing.assert_allclose(off_mm[s][:, others], 0.0, atol=1e-6)
-        expect, _ = slice_profile(profile, thick, k)
+        expect, _ = profile_quadrature(profile, thick, k)
         np.testing.assert_allclose(np.abs(off_mm[s][:, axis]), np.abs(expect), atol=1e-5)

@@ -9,22 +9,17 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
-from inrsr.acquisition.profiles import profile_density
 from inrsr.baselines.smore.geometry import hr_positions, lr_positions
 from inrsr.geometry import FWHM_PER_SIGMA, fwhm_to_sigma
 
-__all__ = ["slice_profile", "profile_weights", "degradation_matrix", "interpolation_matrix", "degrade_rows",
+__all__ = ["profile_weights", "degradation_matrix", "interpolation_matrix", "degrade_rows",
            "interpolate_rows"]
 
 
-def slice_profile(x_px: np.ndarray, fwhm_px: float, profile: str) -> np.ndarray:
-    """The slice profile (unit area) at offsets ``x_px`` (HR rows) from a slice centre
-    (:func:`inrsr.acquisition.profiles.profile_density` in HR rows)."""
-    return profile_density(x_px, fwhm_px, profile)
-
 
 def _second_antiderivative(x: np.ndarray, fwhm_px: float, profile: str) -> np.ndarray:
-    """``Q`` with ``Q'' = slice_profile`` and ``Q(−∞) = 0`` (``Q(x) → x`` for large ``x``)."""
+    """``Q`` with ``Q''`` the slice profile (:func:`~inrsr.acquisition.profiles.profile_density`)
+    and ``Q(−∞) = 0`` (``Q(x) → x`` for large ``x``)."""
     if fwhm_px <= 1e-6:  # a delta profile
         return np.maximum(x, 0.0)
     if profile == "gaussian":
@@ -73,7 +68,7 @@ def degradation_matrix(n_rows: int, ratio: float, fwhm_px: float, profile: str) 
 def interpolation_matrix(n_lr: int, n_hr: int, ratio: float) -> np.ndarray:
     """Matrix ``(n_hr, n_lr)``: cubic B-spline interpolation of ``n_lr`` samples at the HR rows'
     :func:`hr_positions`, beyond the outermost samples the nearest edge value (the same rule as
-    :func:`inrsr.baselines.interpolate_to_grid`, so it equals the cubic baseline along this axis)."""
+    :func:`inrsr.baselines.interpolate.interpolate_to_grid`, so it equals the cubic baseline along this axis)."""
     coords = hr_positions(n_hr, ratio)[None, :]
     eye = np.eye(n_lr, dtype=np.float64)
     cols = [ndimage.map_coordinates(eye[k], coords, order=3, mode="nearest") for k in range(n_lr)]

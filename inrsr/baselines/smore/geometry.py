@@ -81,8 +81,9 @@ def hr_affine(affine: np.ndarray, thick_axis: int, ratio: float) -> np.ndarray:
     """Voxel → world affine of the refined grid whose thick axis has spacing ``b / ratio``.
 
     The thick-axis spacing is divided by ``ratio`` and the origin moves to the centre of the first
-    HR row (:func:`inrsr.geometry.axis_resampled_affine`), ``−0.5 + 0.5/ratio`` thick voxels from the first slice's centre (the slab of slice 0
-    starts half a slice before its centre). The other axes are unchanged.
+    HR row (:func:`inrsr.geometry.axis_resampled_affine`), ``−0.5 + 0.5/ratio`` thick voxels from
+    the first slice's centre (the slab of slice 0 starts half a slice before its centre). The other
+    axes are unchanged.
     """
     return axis_resampled_affine(affine, thick_axis, 1.0 / ratio, -0.5 + 0.5 / ratio)
 
