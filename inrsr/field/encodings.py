@@ -228,7 +228,7 @@ class _GridGather(torch.autograd.Function):
     def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         rows = table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])
         ctx.save_for_backward(idx, w, rows if w.requires_grad else None)
-        ctx.n_rows = table.shape[0]
+        ctx.n_rows, ctx.table_dtype = table.shape[0], table.dtype
         return torch.matmul(w[..., None, :], rows)[..., 0, :]
 
     @staticmethod
@@ -237,8 +237,9 @@ class _GridGather(torch.autograd.Function):
         grad_table = grad_w = None
         if ctx.needs_input_grad[0]:
             contrib = (w[..., :, None] * grad_out[..., None, :]).reshape(-1, grad_out.shape[-1])
-            grad_table = grad_out.new_zeros(ctx.n_rows, grad_out.shape[-1])
-            grad_table.index_add_(0, idx.reshape(-1), contrib)
+            # the table's own dtype: under bf16 autocast grad_out is bfloat16 while the table is float32
+            grad_table = grad_out.new_zeros(ctx.n_rows, grad_out.shape[-1], dtype=ctx.table_dtype)
+            grad_table.index_add_(0, idx.reshape(-1), contrib.to(ctx.table_dtype))
         if ctx.needs_input_grad[2]:
             grad_w = (rows * grad_out[..., None, :]).sum(-1)
         return grad_table, None, grad_w

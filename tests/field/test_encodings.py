@@ -160,3 +160,20 @@ def test_dense_levels_take_only_their_vertices_and_old_tables_still_load():
     loaded.load_state_dict(old)
     x = torch.rand(500, 3, generator=torch.Generator().manual_seed(6)) * 2 - 1
     assert torch.equal(loaded(x), grid(x))
+
+
+def test_torch_hash_grid_trains_under_bf16_autocast():
+    """The pure-torch hash grid's backward under bfloat16 autocast gives the float32 table a
+    float32 gradient, close to the fp32 one (it used to stop on a dtype mismatch)."""
+    grid = HashGrid([8.0, 2.0], 2, 12, 50.0, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    grads = []
+    for enabled in (False, True):
+        grid.table.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = grid(x)
+        out.float().square().sum().backward()
+        grads.append(grid.table.grad.clone())
+    assert grads[1].dtype == torch.float32 and bool(torch.isfinite(grads[1]).all())
+    assert float(grads[0].abs().max()) > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=1e-2 * float(grads[0].abs().max()))
