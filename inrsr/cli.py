@@ -14,7 +14,7 @@ import click
 
 from inrsr import __version__
 from inrsr.baselines.smore.config import SmoreConfig
-from inrsr.config import PRESETS, FitConfig, preset
+from inrsr.config import PRESETS, FitConfig, ToolConfig, option_name, preset
 from inrsr.errors import InputError, InputWarning
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -45,19 +45,17 @@ def _fail_cleanly(func: Callable) -> Callable:
     return wrapper
 
 
-def _dataclass_options(
-    cls: type, keep_defaults: bool = False, names: dict[str, str] | None = None, skip: tuple[str, ...] = ()
-) -> Callable:
-    """One option per field of the config dataclass ``cls``, with its ``help`` and ``choices``
-    metadata. ``keep_defaults``: the field's default is the option's (shown in ``--help``);
-    otherwise an unset option is ``None`` and keeps the preset's value. ``names`` gives a field a
-    different option name; fields in ``skip`` get none."""
+def _dataclass_options(cls: type[ToolConfig], keep_defaults: bool = False, skip: tuple[str, ...] = ()) -> Callable:
+    """One option per field of the config dataclass ``cls`` (named by :func:`option_name`), with
+    its ``help`` and ``choices`` metadata. ``keep_defaults``: the field's default is the option's
+    (shown in ``--help``); otherwise an unset option is ``None`` and keeps the preset's value.
+    Fields in ``skip`` get no option."""
 
     def decorate(func: Callable) -> Callable:
         for f in reversed(dataclasses.fields(cls)):
             if f.name in skip:
                 continue
-            name = (names or {}).get(f.name, "--" + f.name.replace("_", "-"))
+            name = option_name(cls, f.name)
             extra: dict[str, Any] = {"default": f.default, "show_default": True} if keep_defaults else {"default": None}
             help_text = f.metadata.get("help", "")
             if f.type in ("bool", bool):
@@ -241,11 +239,9 @@ def evaluate(pred, truth, mask, as_json):
     """PSNR/SSIM inside the brain, the paper's whole-volume convention, and MI, of PRED against TRUTH."""
     from inrsr.jobs.tools import evaluate_files
 
-    full = evaluate_files(pred, truth, mask)
-    mask_voxels = full.pop("mask_voxels")
-    result = full
+    result = evaluate_files(pred, truth, mask)
     if as_json:
-        click.echo(json.dumps({"pred": pred, "truth": truth, "mask_voxels": mask_voxels, **result}, indent=2))
+        click.echo(json.dumps({"pred": pred, "truth": truth, **result}, indent=2))
         return
     click.echo(f"{'metric':<12} {'value':>9}  meaning")
     notes = {
@@ -255,8 +251,8 @@ def evaluate(pred, truth, mask, as_json):
         "ssim_paper": "paper convention: own min-max, background 0, whole volume",
         "mi": "nats, pred vs truth inside mask",
     }
-    for k, v in result.items():
-        click.echo(f"{k:<12} {v:>9.4f}  {notes[k]}")
+    for k, note in notes.items():
+        click.echo(f"{k:<12} {result[k]:>9.4f}  {note}")
 
 
 def _baseline_io_options(func: Callable) -> Callable:
@@ -289,7 +285,7 @@ def cubic(input_path, ref, resolution, output, overwrite):
 @_baseline_io_options
 @click.option("--thickness", type=float, metavar="MM",
               help="Slice thickness (default: a BIDS sidecar's SliceThickness, else the slice spacing).")
-@_dataclass_options(SmoreConfig, keep_defaults=True, names={"patch_size": "--patch"}, skip=("thickness_mm",))
+@_dataclass_options(SmoreConfig, keep_defaults=True, skip=("thickness_mm",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
 @_fail_cleanly

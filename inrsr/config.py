@@ -1,7 +1,8 @@
 """The fit configuration: one typed dataclass; presets are instances of it.
 
 Every field is also a ``inrsr fit`` option (``--field-name``); the field's ``help`` metadata is the
-option's help text, so ``--help`` and this file cannot disagree.
+option's help text, so ``--help`` and this file cannot disagree. :class:`ToolConfig` holds what
+every tool's configuration shares (SMORE's too): option names, copies, dicts and range checks.
 """
 
 from __future__ import annotations
@@ -9,17 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from inrsr.errors import InputError
 
-__all__ = ["FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "option_field", "check_choices"]
+__all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "SLICE_PROFILES", "option_field",
+           "option_name", "check_choices"]
 
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
 ENCODINGS = ("fourier", "hash")
 BACKENDS = ("auto", "torch", "native", "tcnn")
-SLICE_PROFILES = ("point", "box", "gaussian")
+SLICE_PROFILES = ("point", "box", "gaussian")  # the one list of slice-profile names (inrsr.acquisition.profiles)
 PRECISIONS = ("fp32", "bf16")
 BASES = ("none", "cubic", "auto")
 
@@ -32,16 +34,56 @@ def option_field(default: Any, help: str, choices: tuple[str, ...] | None = None
     return field(default=default, metadata=meta)
 
 
+def option_name(config: Any, name: str) -> str:
+    """The command-line option of field ``name`` of a config dataclass: ``--some-name`` for
+    ``some_name``, unless the class's ``OPTION_NAMES`` names it otherwise."""
+    return getattr(config, "OPTION_NAMES", {}).get(name, "--" + name.replace("_", "-"))
+
+
 def check_choices(config: Any) -> None:
     """Raise :class:`InputError` for the first field of a config dataclass outside its ``choices``."""
     for f in fields(config):
         choices = f.metadata.get("choices")
         if choices and getattr(config, f.name) not in choices:
-            raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+            raise InputError(f"{option_name(config, f.name)} must be one of {', '.join(choices)}")
+
+
+class ToolConfig:
+    """Base of the configuration dataclasses: copies, dicts and range checks whose messages name
+    each field's command-line option (:func:`option_name`, with :attr:`OPTION_NAMES`)."""
+
+    OPTION_NAMES: ClassVar[dict[str, str]] = {}
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Any:
+        """An instance from a dict, ignoring keys that are not fields (e.g. from a newer version)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def check_positive(self, names: tuple[str, ...]) -> None:
+        """:class:`InputError` naming the first of ``names`` that is not above 0."""
+        for name in names:
+            if not getattr(self, name) > 0:
+                raise InputError(f"{option_name(self, name)} must be positive, got {getattr(self, name)}")
+
+    def check_non_negative(self, names: tuple[str, ...]) -> None:
+        """:class:`InputError` naming the first of ``names`` that is below 0."""
+        for name in names:
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{option_name(self, name)} must be non-negative, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(ToolConfig):
     """Hyper-parameters of one fit. Units: coordinates are normalised so the union box of all
     stacks spans [-1, 1] along its largest world extent; frequencies are in cycles per unit."""
 
@@ -158,17 +200,12 @@ class FitConfig:
         True, "sample the field only inside the stacks' foreground; elsewhere write the background level"
     )
 
-    def replace(self, **changes: Any) -> "FitConfig":
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> "FitConfig":
         """Raise :class:`InputError` naming the first invalid option."""
-        positive = ("n_frequencies", "width", "head_width", "lr", "batch_size", "max_epochs", "mi_bins",
-                    "mi_points", "es_buffer", "render_chunk", "grid_levels", "grid_features", "grid_coarsest_mm",
-                    "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points", "c2f_start_mm")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        self.check_positive(("n_frequencies", "width", "head_width", "lr", "batch_size", "max_epochs", "mi_bins",
+                             "mi_points", "es_buffer", "render_chunk", "grid_levels", "grid_features",
+                             "grid_coarsest_mm", "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points",
+                             "c2f_start_mm"))
         if not 10 <= self.grid_log2_table <= 26:
             raise InputError(f"--grid-log2-table must be between 10 and 26, got {self.grid_log2_table}")
         if not 0 < self.adam_beta2 < 1:
@@ -177,26 +214,14 @@ class FitConfig:
             raise InputError("--grid-finest-mm must not exceed --grid-coarsest-mm")
         if not 0 <= self.c2f_fraction <= 1:
             raise InputError(f"--c2f-fraction must be between 0 and 1, got {self.c2f_fraction}")
-        for name in ("ff_scale", "es_tol", "grid_lr", "reg_weight", "base_weight", "time_limit_s", "register_lr", "register_stack", "checkpoint_every_s"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self, name)}")
+        self.check_non_negative(("ff_scale", "es_tol", "grid_lr", "reg_weight", "base_weight", "time_limit_s",
+                                 "register_lr", "register_stack", "checkpoint_every_s"))
         if min(self.depth, self.mi_every, self.threads, self.es_min_evals, self.max_steps) < 0:
             raise InputError("--depth, --mi-every, --threads, --es-min-evals and --max-steps must be non-negative")
         if self.es_buffer < 2:
             raise InputError(f"--es-buffer must be at least 2, got {self.es_buffer}")
         check_choices(self)
         return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 PRESETS: dict[str, FitConfig] = {

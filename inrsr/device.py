@@ -12,10 +12,8 @@ from inrsr.errors import InputError
 __all__ = ["resolve_device", "torch_threads", "autocast"]
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if isinstance(name, torch.device):
-        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

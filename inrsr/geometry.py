@@ -73,10 +73,9 @@ __all__ = [
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def fwhm_to_sigma(fwhm):
+def fwhm_to_sigma(fwhm: float) -> float:
     """Standard deviation of a Gaussian with full width at half maximum ``fwhm`` (same unit)."""
     return fwhm / FWHM_PER_SIGMA
-
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

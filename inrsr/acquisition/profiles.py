@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from inrsr.config import SLICE_PROFILES
 from inrsr.errors import InputError, InputWarning
 from inrsr.geometry import Normaliser, fwhm_to_sigma, slice_normal
 
@@ -30,7 +31,7 @@ __all__ = [
     "half_support_voxels",
 ]
 
-PROFILES = ("point", "box", "gaussian")
+PROFILES = SLICE_PROFILES  # ("point", "box", "gaussian"), also FitConfig's choices
 # Former spellings, accepted with a warning for one release.
 FORMER_NAMES = {"slab": "box"}
 

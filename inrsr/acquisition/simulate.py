@@ -47,13 +47,11 @@ def simulate_stack(
         img = nib.Nifti1Image(data, affine)
         out = resample_from_to(img, (new_shape, new_affine), order=3, mode="constant", cval=0.0)
         return np.asarray(out.dataobj, dtype=np.float32), new_affine
-    if profile == "box":
-        new_affine, new_shape = rescaled_affine(affine, data.shape, axis, factor, keep="blocks")
-        n = new_shape[axis] * factor
-        moved = np.moveaxis(data, axis, 0)[:n]
-        blocks = moved.reshape(new_shape[axis], factor, *moved.shape[1:]).mean(axis=1)
-        return np.ascontiguousarray(np.moveaxis(blocks, 0, axis), dtype=np.float32), new_affine
-    raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    new_affine, new_shape = rescaled_affine(affine, data.shape, axis, factor, keep="blocks")  # box
+    n = new_shape[axis] * factor
+    moved = np.moveaxis(data, axis, 0)[:n]
+    blocks = moved.reshape(new_shape[axis], factor, *moved.shape[1:]).mean(axis=1)
+    return np.ascontiguousarray(np.moveaxis(blocks, 0, axis), dtype=np.float32), new_affine
 
 
 def simulated_thickness_mm(affine: np.ndarray, axis: int, factor: int, profile: str) -> float:

@@ -1,11 +1,11 @@
-"""An interpolated prior that the network learns a residual over.
+"""An interpolated prior that the network adds to.
 
 The field of contrast *c* is ``w · base_c(x) + network_c(x)`` (``w``: ``--base-weight``), where
 ``base_c`` is a cubic B-spline interpolation of that contrast's own stacks, resampled once onto an
-isotropic grid covering the subject and read back by trilinear interpolation. Where the data say little (between the sampled
-planes of thick slices) the network's residual stays small and the field falls back to the
-interpolation instead of to whatever its features happen to hold there; where the other
-contrasts' stacks carry detail, the shared trunk adds it.
+isotropic grid covering the subject and read back by trilinear interpolation. Where the data say
+little (between the sampled planes of thick slices) the network's part stays small and the field
+falls back to the interpolation instead of to whatever its features happen to hold there; where
+the other contrasts' stacks carry detail, the shared trunk adds it.
 """
 
 from __future__ import annotations
@@ -50,12 +50,6 @@ class BaseVolume(nn.Module):
         return sample_volume(self.volume, g).T
 
 
-def _sample_map(grid_affine: np.ndarray, shape: tuple[int, int, int], subject: Subject) -> np.ndarray:
-    """(3, 4) map normalised coordinates → world mm → grid voxel → sampling coordinates of
-    :func:`inrsr.geometry.sample_volume` (rows in (Z, Y, X) order)."""
-    return normalised_to_sampler_matrix(shape, grid_affine, subject.normaliser).copy()
-
-
 def _without_held_slices(stack: Stack, held: np.ndarray) -> np.ndarray:
     """The stack's data with every slice that has a held-out voxel re-predicted from the others
     (cubic spline across slices), so that a held-out evaluation cannot see them through the base."""
@@ -93,4 +87,5 @@ def cubic_base(
             raise ValueError(f"no stack left to interpolate contrast {c!r}")
         volumes.append(np.mean(parts, axis=0))
     volume = torch.from_numpy(np.stack(volumes).astype(np.float32))
-    return BaseVolume(volume, torch.from_numpy(_sample_map(grid.affine, grid.shape, subject).astype(np.float32)))
+    to_sample = normalised_to_sampler_matrix(grid.shape, grid.affine, subject.normaliser)
+    return BaseVolume(volume, torch.from_numpy(to_sample.astype(np.float32)))

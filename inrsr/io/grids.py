@@ -8,10 +8,10 @@ import os
 import numpy as np
 
 from inrsr.errors import InputError
-from inrsr.geometry import Box, Grid, isotropic_grid
+from inrsr.geometry import Box, Grid, isotropic_grid, union_box, voxel_sizes_mm
 from inrsr.io.nifti import HeaderCodes, load_image
 
-__all__ = ["reference_grid", "output_grid", "MAX_OUTPUT_VOXELS"]
+__all__ = ["reference_grid", "output_grid", "stack_output_grid", "MAX_OUTPUT_VOXELS"]
 
 # The largest output grid accepted (voxels).
 MAX_OUTPUT_VOXELS = 2_000_000_000
@@ -41,3 +41,12 @@ def output_grid(
     if grid.n_vox > MAX_OUTPUT_VOXELS:
         raise InputError(f"--resolution {spacing} mm gives {grid.n_vox} voxels; choose a coarser resolution")
     return grid, None
+
+
+def stack_output_grid(
+    shape: tuple[int, ...], affine: np.ndarray, ref: str | None, resolution_mm: float | None
+) -> tuple[Grid, HeaderCodes | None]:
+    """:func:`output_grid` for one stack: ``ref``'s grid, or an isotropic grid over the stack's
+    field of view at ``resolution_mm`` (default: its finest spacing)."""
+    box = union_box([(shape, affine)])
+    return output_grid(box, ref, resolution_mm, float(voxel_sizes_mm(affine).min()))

@@ -56,13 +56,11 @@ def evaluate_files(pred: str, truth: str, mask: str | None) -> dict:
 def cubic_file(input_path: str, output: str, ref: str | None, resolution: float | None, overwrite: bool) -> dict:
     """Cubic B-spline interpolation of one stack onto ``ref``'s grid or an isotropic grid."""
     from inrsr.baselines.interpolate import interpolate_to_grid
-    from inrsr.geometry import union_box, voxel_sizes_mm
-    from inrsr.io.grids import output_grid
+    from inrsr.io.grids import stack_output_grid
 
     check_output_file(output, overwrite, NIFTI_SUFFIXES)
     data, img = load_image(input_path, "stack")
-    box = union_box([(data.shape, img.affine)])
-    grid, ref_codes = output_grid(box, ref, resolution, float(voxel_sizes_mm(img.affine).min()))
+    grid, ref_codes = stack_output_grid(data.shape, img.affine, ref, resolution)
     codes = ref_codes or HeaderCodes.from_header(img.header)
     save_nifti(interpolate_to_grid(data, img.affine, grid, order=3), grid.affine, output, codes)
     return {"shape": list(grid.shape)}
@@ -79,8 +77,7 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     from inrsr.baselines.smore.geometry import check_volume
     from inrsr.baselines.smore.run import smore_volume
     from inrsr.device import resolve_device
-    from inrsr.geometry import union_box
-    from inrsr.io.grids import output_grid
+    from inrsr.io.grids import stack_output_grid
     from inrsr.io.stack import load_stack
 
     check_output_file(output, overwrite, NIFTI_SUFFIXES)
@@ -92,8 +89,7 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     except InputError as exc:
         raise InputError(f"{input_path}: {exc}") from None
     resolve_device(config.device)
-    box = union_box([(stack.shape, stack.affine)])
-    grid, ref_codes = output_grid(box, ref, resolution, float(stack.spacing_mm.min()))
+    grid, ref_codes = stack_output_grid(stack.shape, stack.affine, ref, resolution)
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
     save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
     return {**info, "shape": list(grid.shape)}

@@ -3,11 +3,10 @@ without importing torch)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
-from inrsr.config import check_choices, option_field
+from inrsr.config import ToolConfig, check_choices, option_field
 from inrsr.errors import InputError
 
 __all__ = ["SmoreConfig", "PROFILES", "MIN_PATCH"]
@@ -18,8 +17,10 @@ MIN_PATCH = 8
 
 
 @dataclass(frozen=True)
-class SmoreConfig:
+class SmoreConfig(ToolConfig):
     """Hyper-parameters of one SMORE run (defaults: a few minutes on 2 CPU cores for 240×240×39)."""
+
+    OPTION_NAMES: ClassVar[dict[str, str]] = {"patch_size": "--patch", "thickness_mm": "--thickness"}
 
     profile: str = option_field(
         "gaussian", "slice profile: gaussian, FWHM = thickness (the paper); box, width = thickness (slices averaged "
@@ -37,24 +38,11 @@ class SmoreConfig:
     device: str = option_field("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     threads: int = option_field(0, "CPU threads for torch (0: torch's default)")
 
-    def replace(self, **changes: Any) -> "SmoreConfig":
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> "SmoreConfig":
         """Raise :class:`InputError` naming the first invalid option."""
-        for name in ("batch_size", "iterations", "features", "blocks", "lr"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        self.check_positive(("batch_size", "iterations", "features", "blocks", "lr"))
         if self.patch_size < MIN_PATCH:
             raise InputError(f"--patch must be at least {MIN_PATCH} voxels, got {self.patch_size}")
-        for name in ("thickness_mm", "time_limit_s"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"--{name.replace('_mm', '').replace('_', '-')} must be non-negative, "
-                                 f"got {getattr(self, name)}")
-        if self.threads < 0:
-            raise InputError(f"--threads must be non-negative, got {self.threads}")
+        self.check_non_negative(("thickness_mm", "time_limit_s", "threads"))
         check_choices(self)
         return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
