@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench exp register patient01 clean
+.PHONY: install demo test bench exp register patient01 render-memory clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ register: install
 # Real clinical stacks (open_ms_raw/patient01), with and without --register, checked and drawn (about 12 min)
 patient01: install
 	$(BIN)/python experiments/patient01.py
+
+# Peak memory of the largest render the memory budget admits (RENDER_MEMORY_GB, default: all available)
+render-memory: install
+	$(BIN)/python experiments/render_memory.py $(if $(RENDER_MEMORY_GB),--max-memory $(RENDER_MEMORY_GB))
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import signal
 import sys
+import threading
 import warnings
 from functools import wraps
 from pathlib import Path
@@ -15,32 +18,94 @@ import click
 from inrsr import __version__
 from inrsr.baselines.smore.config import SmoreConfig
 from inrsr.config import PRESETS, FitConfig, ToolConfig, option_name, preset
-from inrsr.errors import InputError, InputWarning
+from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class _PositiveNumber(click.ParamType):
+    """A finite number above 0 (mm, GB): checked while parsing, before any work."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"must be a positive finite number, got {value}", param, ctx)
+        return number
+
+
+POSITIVE = _PositiveNumber()
+
+
+class _Commands(click.Group):
+    """The command group, with click's own usage errors (unknown option, bad value) reported as
+    one ``inrsr: error:`` line like every other error, instead of a usage block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `inrsr` alone: the help text
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"inrsr: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("inrsr: error: interrupted; no output was completed", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _fail_cleanly(func: Callable) -> Callable:
-    """Turn user mistakes into one line on stderr and exit status 2, and warnings about the
-    input into one ``inrsr: warning:`` line each."""
+    """Turn every way a run can end badly into one ``inrsr: error:`` line on stderr and a
+    non-zero exit status: 2 for input and fit errors, 130 for an interruption (Ctrl-C or
+    SIGTERM, which is made to interrupt like Ctrl-C so that partial files are removed), 1 for a
+    failure of the system (a full disk, memory). Warnings about the input become one
+    ``inrsr: warning:`` line each. Only bugs keep their traceback."""
 
     def show(message, category, *_args: Any, **_kwargs: Any) -> None:
         label = "warning" if issubclass(category, InputWarning) else category.__name__
-        click.echo(f"inrsr: {label}: {message}", err=True)
+        click.echo(f"inrsr: {label}: {' '.join(str(message).split())}", err=True)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", InputWarning)
                 warnings.showwarning = show
                 return func(*args, **kwargs)
-        except InputError as exc:
+        except Interrupted as exc:
+            click.echo(f"inrsr: error: {exc}", err=True)
+            sys.exit(130)
+        except InrsrError as exc:
             click.echo(f"inrsr: error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("inrsr: interrupted (a fit continues with --resume)", err=True)
+            click.echo("inrsr: error: interrupted; no output was completed", err=True)
             sys.exit(130)
+        except MemoryError:
+            click.echo("inrsr: error: out of memory (try a coarser --resolution or a smaller --batch-size)", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"inrsr: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -78,7 +143,7 @@ def _split_assignment(value: str, option: str) -> tuple[str, str]:
     return name.strip(), path.strip()
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="inrsr")
 def main() -> None:
     """inrsr: isotropic high-resolution MRI from a subject's own thick-slice stacks.
@@ -89,18 +154,18 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--t1", type=click.Path(), help="T1-weighted stack (contrast name 't1').")
-@click.option("--t2", type=click.Path(), help="T2-weighted stack (contrast name 't2').")
-@click.option("--flair", type=click.Path(), help="FLAIR stack (contrast name 'flair').")
+@click.option("--t1", multiple=True, type=click.Path(), help="T1-weighted stack (contrast name 't1'); repeatable.")
+@click.option("--t2", multiple=True, type=click.Path(), help="T2-weighted stack (contrast name 't2'); repeatable.")
+@click.option("--flair", multiple=True, type=click.Path(), help="FLAIR stack (contrast name 'flair'); repeatable.")
 @click.option("--stack", "extra", multiple=True, metavar="CONTRAST=PATH", help="Any named stack; repeatable.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Foreground mask per stack, in stack order (--t1, --t2, --flair, then each --stack); "
                    "default: estimated from each stack.")
-@click.option("--thickness", "thicknesses", multiple=True, type=float, metavar="MM",
+@click.option("--thickness", "thicknesses", multiple=True, type=POSITIVE, metavar="MM",
               help="Slice thickness per stack in stack order, or one value for all; default: a BIDS "
                    "sidecar's SliceThickness, else the slice spacing.")
 @click.option("--ref", type=click.Path(), help="Render exactly on this image's grid.")
-@click.option("--resolution", type=float, metavar="MM",
+@click.option("--resolution", type=POSITIVE, metavar="MM",
               help="Isotropic output spacing over the union of the stacks' fields of view, aligned with "
                    "the first stack (default: the finest input spacing).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
@@ -110,10 +175,13 @@ def main() -> None:
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted fit from OUTPUT/fit_state.pt (same stacks and options).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--max-memory", type=POSITIVE, metavar="GB",
+              help="Memory the run may use; refused at once when the output grid needs more (default: the "
+                   "memory available when it starts).")
 @_dataclass_options(FitConfig)
 @_fail_cleanly
 def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, resume, quiet,
-        **cfg):
+        max_memory, **cfg):
     """Fit one field to all stacks and write one isotropic volume per contrast.
 
     Several stacks may share a contrast (e.g. --stack t2=ax.nii.gz --stack t2=cor.nii.gz); each
@@ -121,12 +189,13 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
     `inrsr sample` and `inrsr check`), config.json, log.json, log.csv (per epoch), mi.csv and mi.png
     (MI between predicted contrasts), and with --register transforms.json, into OUTPUT. While
     fitting, OUTPUT/fit_state.pt holds the training state (saved every --checkpoint-every-s
-    seconds and on Ctrl-C) for --resume.
+    seconds, on Ctrl-C and when the fit ends; removed once every output is written) for --resume.
+    OUTPUT is locked while the run writes into it.
     """
     from inrsr.io.stack import StackSpec
     from inrsr.jobs.fit_stacks import fit_subject
 
-    named = [(c, p) for c, p in (("t1", t1), ("t2", t2), ("flair", flair)) if p]
+    named = [(c, p) for c, paths in (("t1", t1), ("t2", t2), ("flair", flair)) for p in paths]
     named += [_split_assignment(v, "--stack") for v in extra]
     if masks and len(masks) != len(named):
         raise InputError(f"--mask given {len(masks)} times for {len(named)} stacks (one per stack, in order)")
@@ -139,7 +208,7 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
     ]
     config = preset(preset_name, **cfg)
     summary = fit_subject(specs, config, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                          progress=not quiet, resume=resume)
+                          progress=not quiet, resume=resume, max_memory_gb=max_memory)
     if not quiet:
         s = summary["seconds"]
         stop = {"mi": "MI early stop", "time": "time limit"}.get(summary["stopped_by"], "step/epoch limit")
@@ -153,18 +222,20 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
 @main.command(context_settings=CONTEXT)
 @click.option("--model", "model_path", required=True, type=click.Path(), help="model.pt written by `inrsr fit`.")
 @click.option("--ref", type=click.Path(), help="Render exactly on this image's grid.")
-@click.option("--resolution", type=float, metavar="MM", help="Isotropic spacing over the fit's union box.")
+@click.option("--resolution", type=POSITIVE, metavar="MM", help="Isotropic spacing over the fit's union box.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0: all).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU threads (0: all).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--max-memory", type=POSITIVE, metavar="GB",
+              help="Memory the run may use (default: the memory available when it starts).")
 @_fail_cleanly
-def sample(model_path, ref, resolution, output, device, threads, overwrite):
+def sample(model_path, ref, resolution, output, device, threads, overwrite, max_memory):
     """Re-sample a fitted model on a new grid without refitting."""
     from inrsr.jobs.sample import sample_model
 
     summary = sample_model(model_path, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                           device=device, threads=threads)
+                           device=device, threads=threads, max_memory_gb=max_memory)
     click.echo(f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {summary['seconds']:.1f} s → {output}",
                err=True)
 
@@ -186,11 +257,12 @@ def check(model_path, holdout, output, overwrite, quiet):
     and compared with its voxels inside its foreground: PSNR (dB, over the stack's 1–99.5 %
     range), normalised RMSE and correlation. The input files named in the model must still exist.
     """
-    from inrsr.io.files import check_output_file, write_json
+    from inrsr.io.files import check_output_file, refuse_inputs, write_json
     from inrsr.jobs.check import check_model
 
     if output is not None:
         check_output_file(output, overwrite)
+        refuse_inputs([output], [model_path])
     report = check_model(model_path, holdout, progress=not quiet)
     click.echo(f"{'stack':<40} {'test':<26} {'PSNR dB':>8} {'nRMSE':>7} {'corr':>6}")
     for row in report["stacks"]:
@@ -258,7 +330,7 @@ def evaluate(pred, truth, mask, as_json):
 def _baseline_io_options(func: Callable) -> Callable:
     """The input stack and output grid options shared by every baseline."""
     func = click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")(func)
-    func = click.option("--resolution", type=float, metavar="MM",
+    func = click.option("--resolution", type=POSITIVE, metavar="MM",
                         help="Isotropic spacing over the stack's field of view (default: its finest spacing).")(func)
     func = click.option("--ref", type=click.Path(), help="Output on exactly this image's grid.")(func)
     return click.option("--input", "input_path", required=True, type=click.Path(), help="Thick-slice stack.")(func)
@@ -283,7 +355,7 @@ def cubic(input_path, ref, resolution, output, overwrite):
 
 @baseline.command(context_settings=CONTEXT)
 @_baseline_io_options
-@click.option("--thickness", type=float, metavar="MM",
+@click.option("--thickness", type=POSITIVE, metavar="MM",
               help="Slice thickness (default: a BIDS sidecar's SliceThickness, else the slice spacing).")
 @_dataclass_options(SmoreConfig, keep_defaults=True, skip=("thickness_mm",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -68,6 +69,13 @@ class ToolConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+    def check_finite(self) -> None:
+        """:class:`InputError` naming the first numeric field that is NaN or infinite."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{option_name(self, f.name)} must be a finite number, got {value}")
 
     def check_positive(self, names: tuple[str, ...]) -> None:
         """:class:`InputError` naming the first of ``names`` that is not above 0."""
@@ -202,6 +210,7 @@ class FitConfig(ToolConfig):
 
     def validate(self) -> "FitConfig":
         """Raise :class:`InputError` naming the first invalid option."""
+        self.check_finite()
         self.check_positive(("n_frequencies", "width", "head_width", "lr", "batch_size", "max_epochs", "mi_bins",
                              "mi_points", "es_buffer", "render_chunk", "grid_levels", "grid_features",
                              "grid_coarsest_mm", "grid_finest_mm", "profile_points", "reg_step_mm", "reg_points",

@@ -114,7 +114,7 @@ def test_mask_on_wrong_grid(stacks):
     tmp, good1, good2 = stacks
     m = write_nifti(tmp / "m.nii.gz", np.ones((5, 5, 5), np.uint8), AFF)
     check_error(*run(["fit", "--t1", good1, "--t2", good2, "--mask", m, "--mask", m, "-o", tmp / "out"]),
-                "m.nii.gz", "does not match")
+                "m.nii.gz", "mask shape (5, 5, 5) differs from its image's")
 
 
 def test_other_commands(stacks):

@@ -22,6 +22,10 @@ __all__ = ["Encoding", "detail_weights", "FourierFeatures", "HashGrid", "level_c
 # Spatial-hash primes of Teschner et al. (2003), as used by instant-NGP; the first is 1.
 _PRIMES = (1, 2654435761, 805459861)
 
+# Largest |position| in cells that the hash grid turns into a vertex index (2^24, the kernel's
+# MAX_CELLS): every float32 that large is an integer, so the clamp moves no in-range point.
+_MAX_CELLS = float(1 << 24)
+
 
 class Encoding(nn.Module):
     """Base class: maps ``(N, 3)`` coordinates to ``(N, out_dim)`` features."""
@@ -120,6 +124,16 @@ class HashGrid(Encoding):
     init_scale : table entries start uniform in ``±init_scale``.
     native : run the forward and backward passes (to the table and to the points) through the
         compiled C kernel of :mod:`inrsr.field.native` for float32 tables on the CPU.
+
+    Coordinates are expected in about ``[-1, 1]`` but any float is safe, on both paths alike (the
+    same numbers; see ``hashgrid.c``): a point's position in cells of each level is clamped to
+    ``±2**24`` cells before it becomes a vertex index, so finite points far outside the grid give
+    finite features (the edge vertex of a dense level, a hashed vertex of a fine one), and ``±inf``
+    is treated as a huge finite value (clamped, finite features). A NaN coordinate gives NaN
+    features for that point: its weights are NaN, its rows those of cell 0 along that axis (valid
+    rows), and the NaN weights carry on into the gradients (the table rows it touches, the point's
+    gradient along its other, unclamped axes). The gradient with respect to the points is zero
+    along a clamped axis.
     """
 
     def __init__(
@@ -137,9 +151,11 @@ class HashGrid(Encoding):
         self._kernel = load_hashgrid() if native else None
         self.levels, self.features = len(cells_mm), int(features)
         self.table_size = 1 << int(log2_table_size)
-        inv_cell = torch.tensor([mm_per_unit / c for c in cells_mm], dtype=torch.float32)  # cells per unit
+        # The layout is computed on the CPU whatever the default device, so that the grid can also
+        # be built on PyTorch's "meta" device (shapes only, to check a model file before loading it).
+        inv_cell = torch.tensor([mm_per_unit / c for c in cells_mm], dtype=torch.float32, device="cpu")  # cells/unit
         verts = torch.floor(2.0 * inv_cell).to(torch.int64) + 2  # vertices per axis over [-1, 1]
-        dense = verts**3 <= self.table_size
+        dense = verts.double() ** 3 <= self.table_size  # in float64: verts**3 overflows int64 past 2^21
         self.register_buffer("inv_cell", inv_cell)
         self.register_buffer("verts", verts.to(torch.int32))
         self.register_buffer("dense", dense)
@@ -147,7 +163,7 @@ class HashGrid(Encoding):
         offset = torch.cumsum(rows, 0) - rows
         self.register_buffer("level_offset", offset.to(torch.int32))
         self.register_buffer("strides", torch.stack([torch.ones_like(verts), verts, verts * verts], -1).to(torch.int32))
-        self.register_buffer("primes", torch.tensor([_to_int32(p) for p in _PRIMES], dtype=torch.int32))
+        self.register_buffer("primes", torch.tensor([_to_int32(p) for p in _PRIMES], dtype=torch.int32, device="cpu"))
         if not bool(dense[: int(dense.sum())].all()):
             raise ValueError("grid levels must be ordered coarsest first")
         self.n_dense = int(dense.sum())
@@ -181,9 +197,12 @@ class HashGrid(Encoding):
         broadcasting, so that only the final ``(N, L, 8)`` tensors are ever that large.
         """
         pos = (x.float()[:, None, :] + 1.0) * self.inv_cell[None, :, None]  # (N, L, 3) in cells
+        far = not _near_cells(x, self.inv_cell)  # the clamps below change nothing for near points
+        if far:
+            pos = _clamp_cells(pos)
         base_f = torch.floor(pos)
-        frac = pos - base_f
-        lo = base_f.to(torch.int32)
+        frac = pos - base_f  # NaN where pos is NaN
+        lo = (torch.nan_to_num(base_f, nan=0.0) if far else base_f).to(torch.int32)  # in ±2^24; 0 for NaN
         both = torch.stack([lo, lo + 1], dim=-1)  # (N, L, 3, 2) vertex coordinate per axis
         nd = self.n_dense
         idx = torch.empty(*lo.shape[:2], 8, dtype=torch.int64, device=x.device)
@@ -209,6 +228,20 @@ class HashGrid(Encoding):
         if bool((self.level_weights < 1).any()):
             out = out * self.level_weights[None, :, None].to(out.dtype)
         return out.reshape(x.shape[0], self.out_dim)
+
+
+def _near_cells(x: torch.Tensor, inv_cell: torch.Tensor) -> bool:
+    """Whether every point ``(N, 3)`` lies within ``2**24`` cells of the origin at every level (no
+    NaN, no infinity): float rounding is monotonic, so ``|(x + 1)·inv| ≤ |(x + 1)·max|inv||`` for
+    each level's cells per unit ``inv`` (as ``hashgrid.c``'s ``point_near``)."""
+    inv_max = inv_cell.abs().max()
+    return bool((((x.float() + 1.0) * inv_max).abs() <= _MAX_CELLS).all())
+
+
+def _clamp_cells(pos: torch.Tensor) -> torch.Tensor:
+    """Positions in cells clamped to ``±2**24`` (``±inf`` too); NaN stays NaN and keeps its gradient,
+    a clamped value gets none (as ``hashgrid.c``'s ``split_cell``)."""
+    return torch.where(pos.abs() > _MAX_CELLS, pos.detach().clamp(-_MAX_CELLS, _MAX_CELLS), pos)
 
 
 def _combine_axes(t: torch.Tensor, op) -> torch.Tensor:

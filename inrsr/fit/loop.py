@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from inrsr.config import FitConfig
 from inrsr.device import autocast, resolve_device, torch_threads
-from inrsr.errors import InputError
+from inrsr.errors import FitError, InputError
 from inrsr.field.network import Field, build_field
 from inrsr.fit.monitor import MIPlateau, predict_mi
 from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser
@@ -126,7 +125,9 @@ class Trainer:
     ``callback(step, seconds, field)``, when given, is called after every step with the training
     seconds so far; its own time is counted neither in ``seconds`` nor against ``time_limit_s``.
     With ``state_path``, the training state is saved there every ``checkpoint_every_s`` seconds
-    and when interrupted (then :class:`KeyboardInterrupt` is raised).
+    and when interrupted (then :class:`KeyboardInterrupt` is raised), and the finished fit's
+    state when it ends (the caller removes it once the outputs are written). A loss that is not
+    finite stops the fit with :class:`~inrsr.errors.FitError`.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class Trainer:
         self.sums = torch.zeros(len(contrasts), dtype=torch.float64, device=device)
         self.counts = torch.zeros(len(contrasts), dtype=torch.float64, device=device)
         self.stop, self.last_mi, self.loss = False, float("nan"), None
+        self.finished = False  # restored from the state of a fit that had ended
 
     # -- resume state --------------------------------------------------------------------------
 
@@ -161,21 +163,29 @@ class Trainer:
         self.model.load_state_dict(saved["model"])
         if self.poses is not None:
             self.poses.load_state_dict(saved["poses"])
-        self.optimiser.load_state_dict(saved["optimiser"])
+        self.finished = bool(saved.get("finished", False))
+        self.result.stopped_by = saved.get("stopped_by", "limit")
+        self.result.stopped_early = bool(saved.get("stopped_early", False))
+        if not self.finished:
+            self.optimiser.load_state_dict(saved["optimiser"])
         self.monitor.load_state(saved["monitor"])
         self.result.epochs, self.result.mi_curve = saved["epochs"], saved["mi_curve"]
         self.step, self.first_epoch, self.first_batch = saved["step"], saved["epoch"], saved["batch"]
         self.elapsed, self.epoch_rng, self.resumed_rng = saved["seconds"], saved["epoch_rng"], saved["rng"]
         self.sums, self.counts = saved["sums"].to(self.device), saved["counts"].to(self.device)
 
-    def save_state(self, epoch: int, batch: int) -> None:
-        """Write everything needed to continue at ``batch`` of ``epoch`` (nothing without a path)."""
+    def save_state(self, epoch: int, batch: int, finished: bool = False) -> None:
+        """Write everything needed to continue at ``batch`` of ``epoch`` (nothing without a path);
+        ``finished``: the fit has ended, and the state (without the optimiser's) only keeps it
+        until its outputs are written."""
         if self.state_path is None:
             return
         save_fit_state(self.state_path, {
             "config": self.config.to_dict(), "n_points": self.plan.n, "model": self.model.state_dict(),
-            "poses": self.poses.state_dict() if self.poses is not None else None,
-            "optimiser": self.optimiser.state_dict(), "monitor": self.monitor.state(), "epochs": self.result.epochs,
+            "poses": self.poses.state_dict() if self.poses is not None else None, "finished": finished,
+            "stopped_by": self.result.stopped_by, "stopped_early": self.result.stopped_early,
+            "optimiser": None if finished else self.optimiser.state_dict(), "monitor": self.monitor.state(),
+            "epochs": self.result.epochs,
             "mi_curve": self.result.mi_curve, "step": self.step, "epoch": epoch, "batch": batch,
             "seconds": time.perf_counter() - self.start, "epoch_rng": self.epoch_rng,
             "rng": self.generator.get_state(), "sums": self.sums.cpu(), "counts": self.counts.cpu(),
@@ -196,7 +206,7 @@ class Trainer:
         self.lr = learning_rate_at(self.step, plan.steps_per_epoch, plan.total_steps, self.config)
         try:
             self.interrupted = InterruptFlag()
-            for epoch in range(self.first_epoch, plan.n_epochs):
+            for epoch in range(self.first_epoch, 0 if self.finished else plan.n_epochs):
                 self.run_epoch(epoch)
                 self.record_epoch(epoch)
                 if self.stop:
@@ -235,6 +245,7 @@ class Trainer:
             idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
             self.loss, per_sum, per_n = train_step(self.model, self.poses, self.optimiser, self.data, idx, config,
                                                    self.generator, self.autocast)
+            self.check_finite()
             self.sums += per_sum.detach().double()
             self.counts += per_n.double()
             self.step += 1
@@ -248,6 +259,16 @@ class Trainer:
             if self.state_path is not None and time.perf_counter() - self.last_save >= config.checkpoint_every_s:
                 self.save_state(epoch, b + 1)
                 self.last_save = time.perf_counter()
+
+    def check_finite(self) -> None:
+        """Stop with :class:`FitError` when this step's loss is not finite (the weights are then
+        lost: the optimisation diverged, or the data or options give no finite prediction)."""
+        loss = float(self.loss.detach())
+        if not math.isfinite(loss):
+            raise FitError(
+                f"the fit diverged: the loss became {loss} at step {self.step + 1} (learning rate {self.lr:.3g}); "
+                "try a lower --lr (nothing was written)"
+            )
 
     def probe(self) -> None:
         """After a step: the callback (its time not counted), the time limit, and every
@@ -282,7 +303,7 @@ class Trainer:
         })
 
     def finish(self) -> FitResult:
-        """Release all detail, fill in the totals, put the field in eval mode, drop the state file."""
+        """Release all detail, fill in the totals, put the field in eval mode, save the finished state."""
         result = self.result
         if self.plan.c2f:
             self.model.set_detail_mm(None)
@@ -291,8 +312,8 @@ class Trainer:
         k = self.data.weights.shape[1]
         result.points_per_second = self.step * self.config.batch_size * k / max(result.seconds, 1e-9)
         self.model.eval()
-        if self.state_path is not None and Path(self.state_path).exists():
-            Path(self.state_path).unlink()
+        if not self.finished:
+            self.save_state(self.plan.n_epochs, 0, finished=True)
         return result
 
 
@@ -318,8 +339,10 @@ def fit_field(
 
     ``callback(step, seconds, field)``: see :class:`Trainer`. With ``state_path``, the whole
     training state is saved there every ``checkpoint_every_s`` seconds and when the fit is
-    interrupted (``KeyboardInterrupt``); ``resume=True`` continues from that file, and the result
-    equals an uninterrupted run's on CPU. The file is removed when the fit completes.
+    interrupted (``KeyboardInterrupt``), and the finished fit's state at the end; ``resume=True``
+    continues from that file (or takes the finished fit from it), and the result equals an
+    uninterrupted run's on CPU. The caller removes the file once it has written what it needs.
+    A loss that is not finite stops the fit with :class:`~inrsr.errors.FitError`.
 
     ``initial_poses`` ``(S, 6)``: each stack's starting rotation (degrees) and shift (mm) when
     registering, e.g. from :func:`inrsr.register.rigid.align_rigid`; zero by default.

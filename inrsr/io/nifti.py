@@ -1,18 +1,29 @@
-"""NIfTI images: validated reading, and atomic float32 writing that keeps the source's header codes."""
+"""NIfTI images: validated reading (sizes checked against the file and the memory budget before
+anything is allocated; header oddities reported as warnings), and atomic float32 writing that
+keeps the source's header codes."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import logging
+import math
 import os
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
 
-from inrsr.errors import InputError
-from inrsr.io.files import atomic_path
+from inrsr.errors import FitError, InputError, InputWarning
+from inrsr.io.files import atomic_path, check_input_file
+from inrsr.resources import check_memory, format_bytes
 
-__all__ = ["NIFTI_SUFFIXES", "HeaderCodes", "load_image", "load_mask", "save_nifti"]
+__all__ = ["NIFTI_SUFFIXES", "HeaderCodes", "load_image", "load_mask", "check_finite_volumes", "save_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -40,42 +51,152 @@ class HeaderCodes:
         return dict(self.__dict__)
 
 
-def _check_nifti_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, expected a .nii or .nii.gz file")
-    if not str(p).lower().endswith(NIFTI_SUFFIXES):
-        raise InputError(f"{p}: not a NIfTI file (expected a .nii or .nii.gz name)")
-    return p
+# Plausible geometry (mm): voxel sizes and the distance of the image from the scanner origin.
+VOXEL_MM = (1e-3, 1e3)
+MAX_OFFSET_MM = 1e5
+# Where the sform and qform of a header may differ before a warning (mm, over the corners' map).
+FORM_TOL_MM = 1e-2
 
 
-def load_image(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Load a 3D NIfTI image as float32 data plus the nibabel image (for affine and header).
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (nibabel's messages span several)."""
+    return " ".join(str(exc).split())
 
-    A trailing singleton 4th axis is dropped. Raises :class:`InputError` for a missing or
-    unreadable file, non-3D data, or data with no finite voxels.
-    """
-    p = _check_nifti_path(path)
+
+@contextlib.contextmanager
+def _header_notes(p: Path) -> Iterator[None]:
+    """Turn what nibabel logs about a header it had to fix (``pixdim`` 0 taken as 1, …) into
+    :class:`InputWarning` s naming the file, instead of stray lines on stderr."""
+    notes: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    logger = nib.imageglobals.logger  # it has its own stderr handler: replaced while loading
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Collect()], False
     try:
-        img = nib.load(str(p))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise InputError(f"{p}: not a NIfTI image ({type(img).__name__})")
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except InputError:
-        raise
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{p}: {what} must be 3D, got shape {tuple(img.shape)}")
-    if min(data.shape) < 1:
-        raise InputError(f"{p}: {what} is empty (shape {data.shape})")
-    affine = img.affine
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+    for note in dict.fromkeys(notes):
+        warnings.warn(f"{p}: header: {_one_line(note)} (nibabel)", InputWarning, stacklevel=3)
+
+
+def _stored_bytes(p: Path, needed: int) -> int:
+    """Bytes of the stored (uncompressed) stream of ``p``, or at least ``needed`` when it holds
+    that many: the file size for ``.nii``; for ``.nii.gz`` the size gzip records (modulo 4 GiB)
+    when it agrees, else counted by decompressing in pieces (several gzip members, a truncated
+    stream), stopping at ``needed``; memory stays a few MB."""
+    size = p.stat().st_size
+    if not p.name.lower().endswith(".gz"):
+        return size
+    with open(p, "rb") as fh:
+        fh.seek(max(size - 4, 0))
+        tail = fh.read(4)
+    recorded = struct.unpack("<I", tail)[0] if len(tail) == 4 else -1
+    if recorded == needed % (1 << 32) or (needed < 1 << 32 and recorded >= needed):
+        return needed
+    total = 0
+    with contextlib.suppress(OSError, EOFError, zlib.error), gzip.open(p, "rb") as stream:
+        while total < needed:
+            chunk = stream.read(1 << 22)
+            if not chunk:
+                break
+            total += len(chunk)
+    return total
+
+
+def _corner_gap_mm(shape: tuple[int, ...], a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart (mm) the affines ``a`` and ``b`` place the corner voxels of a ``shape`` grid."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    return float(np.abs(corners @ (np.asarray(a) - np.asarray(b)).T)[:, :3].max())
+
+
+def _check_declared_size(p: Path, img: nib.Nifti1Image, what: str, max_memory_gb: float | None) -> None:
+    """Refuse, before the voxels are read, an image whose header declares more voxels than its
+    file holds (a truncated or lying file), or more than the memory budget (float32 copy included)."""
+    header = img.header
+    shape = tuple(int(n) for n in img.shape)
+    n_vox = math.prod(shape)
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    needed = int(header.get("vox_offset", 0)) + n_vox * itemsize
+    dims = "×".join(map(str, shape))
+    stored = _stored_bytes(p, needed)
+    if needed > stored:
+        raise InputError(f"{p}: truncated or inconsistent: the header declares {dims} voxels of "
+                         f"{header.get_data_dtype()} ({format_bytes(needed)}) but the file holds {format_bytes(stored)}")
+    check_memory(n_vox * (itemsize + 4), f"{p}: reading the {what} ({dims} voxels)", max_memory_gb)
+
+
+def _check_forms(p: Path, img: nib.Nifti1Image) -> None:
+    """Warn when the header's qform and sform both claim to be valid but place the voxels
+    differently (readers take the sform, as here)."""
+    header = img.header
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return
+    gap = _corner_gap_mm(img.shape, header.get_qform(), header.get_sform())
+    if gap > FORM_TOL_MM:
+        warnings.warn(f"{p}: the header's qform and sform disagree (voxels up to {gap:.3g} mm apart); "
+                      "the sform is used", InputWarning, stacklevel=3)
+
+
+def _check_affine(p: Path, affine: np.ndarray) -> None:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(f"{p}: affine is singular or not finite")
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if sizes.min() < VOXEL_MM[0] or sizes.max() > VOXEL_MM[1]:
+        raise InputError(f"{p}: implausible voxel size {'×'.join(f'{v:.3g}' for v in sizes)} mm "
+                         f"(expected between {VOXEL_MM[0]:g} and {VOXEL_MM[1]:g} mm)")
+    if np.abs(affine[:3, 3]).max() > MAX_OFFSET_MM:
+        raise InputError(f"{p}: implausible position: the affine places the image "
+                         f"{np.abs(affine[:3, 3]).max():.3g} mm from the scanner origin")
+
+
+def load_image(
+    path: str | os.PathLike, what: str = "image", max_memory_gb: float | None = None
+) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Load a 3D NIfTI image as float32 data plus the nibabel image (for affine and header).
+
+    A trailing singleton 4th axis is dropped; complex data is taken as its magnitude (with a
+    warning). Before any voxel is read, the size the header declares is checked against the
+    file and against the memory budget (``max_memory_gb``, default: what is available). Raises
+    :class:`InputError` for a missing or unreadable file, a truncated or lying header, non-3D
+    data, or an implausible affine (singular, voxels outside 0.001–1000 mm, 100 m from the
+    origin). Warns (:class:`InputWarning`) about header fields nibabel had to fix and about a
+    qform that disagrees with the sform.
+    """
+    p = check_input_file(path, what)
+    if not str(p).lower().endswith(NIFTI_SUFFIXES):
+        raise InputError(f"{p}: not a NIfTI file (expected a .nii or .nii.gz name)")
+    try:
+        with _header_notes(p):
+            img = nib.load(str(p))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{p}: not a NIfTI image ({type(img).__name__})")
+        shape = tuple(int(n) for n in img.shape)
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) != 3:
+            raise InputError(f"{p}: {what} must be 3D, got shape {tuple(img.shape)}")
+        if min(shape) < 1:
+            raise InputError(f"{p}: {what} is empty (shape {shape})")
+        _check_affine(p, img.affine)
+        _check_declared_size(p, img, what, max_memory_gb)
+        _check_forms(p, img)
+        raw = np.asanyarray(img.dataobj)
+        if np.iscomplexobj(raw):
+            warnings.warn(f"{p}: complex-valued voxels; their magnitude is used", InputWarning, stacklevel=2)
+            raw = np.abs(raw)
+        data = np.asarray(raw, dtype=np.float32).reshape(shape)
+        del raw
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{p}: not enough memory to read the {what}") from None
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {_one_line(exc)})") from None
     return data, img
 
 
@@ -83,12 +204,25 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarra
     """Load a binary mask (non-zero = foreground) that must lie on the grid ``(shape, affine)``."""
     data, img = load_image(path, "mask")
     p = Path(path)
-    if data.shape != tuple(shape[:3]) or not np.allclose(img.affine, affine, atol=1e-3):
-        raise InputError(f"{p}: mask grid {data.shape} does not match its image's grid {tuple(shape[:3])}")
+    if data.shape != tuple(shape[:3]):
+        raise InputError(f"{p}: mask shape {data.shape} differs from its image's {tuple(shape[:3])}")
+    if not np.allclose(img.affine, affine, atol=1e-3):
+        gap = _corner_gap_mm(shape, img.affine, affine)
+        raise InputError(f"{p}: mask lies elsewhere than its image (same shape, but its affine places voxels up "
+                         f"to {gap:.3g} mm away)")
     mask = np.isfinite(data) & (data != 0)
     if not mask.any():
         raise InputError(f"{p}: mask is empty")
     return mask
+
+
+def check_finite_volumes(volumes: dict[str, np.ndarray], paths: dict[str, Path] | dict[str, str]) -> None:
+    """:class:`~inrsr.errors.FitError` naming the first volume (by its output path) that holds a
+    value that is not finite: such a result is never written."""
+    for c, v in volumes.items():
+        bad = int(v.size - np.count_nonzero(np.isfinite(v)))
+        if bad:
+            raise FitError(f"{paths[c]}: {bad} rendered voxels are not finite (the field diverged); nothing was written")
 
 
 def save_nifti(

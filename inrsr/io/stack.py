@@ -13,7 +13,7 @@ import numpy as np
 
 from inrsr.errors import InputError, InputWarning
 from inrsr.geometry import overlap_fraction, slice_axis, voxel_sizes_mm
-from inrsr.io.files import sidecar_thickness
+from inrsr.io.files import check_input_file, sidecar_thickness
 from inrsr.io.nifti import HeaderCodes, load_image, load_mask
 
 __all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "CONTRAST_NAME", "MIN_OVERLAP"]
@@ -21,6 +21,11 @@ __all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "CONTRAST_NAME", "
 CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Below this fraction of the smaller field of view, two stacks are reported as barely overlapping.
 MIN_OVERLAP = 0.5
+# Fewer slices, or fewer voxels that differ from the background, than this are reported.
+FEW_SLICES = 4
+FEW_VOXELS = 64
+# Slices thicker than this many slice spacings are reported (they overlap that many times).
+THICK_SLICES = 4.0
 
 
 @dataclass
@@ -104,7 +109,13 @@ def load_stack(
     Raises
     ------
     InputError
-        When the file is missing/unreadable/not 3D, contains NaN or infinite values, or is constant.
+        When the file is missing/unreadable/not 3D, contains NaN or infinite values, is
+        constant, or the thickness is not a positive finite number no larger than the stack's
+        extent along its slice axis.
+
+    Warns (:class:`InputWarning`) about fewer than :data:`FEW_SLICES` slices, fewer than
+    :data:`FEW_VOXELS` voxels that differ from the background, and slices thicker than
+    :data:`THICK_SLICES` slice spacings.
     """
     data, img = load_image(path, "stack")
     p = Path(path)
@@ -114,18 +125,41 @@ def load_stack(
         raise InputError(f"{p}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
     if thickness_mm is None:
         thickness_mm = sidecar_thickness(p)
-    elif not thickness_mm > 0:
-        raise InputError(f"{p}: slice thickness must be positive, got {thickness_mm}")
-    mask = load_mask(mask_path, data.shape, img.affine) if mask_path is not None else None
-    return Stack(
+    stack = Stack(
         data=data,
         affine=np.asarray(img.affine, dtype=np.float64),
         contrast=contrast,
         path=str(p),
         thickness_mm=thickness_mm,
-        mask=mask,
         codes=HeaderCodes.from_header(img.header),
     )
+    _check_slices(stack)
+    if mask_path is not None:
+        stack.mask = load_mask(mask_path, data.shape, img.affine)
+    return stack
+
+
+def _check_slices(stack: Stack) -> None:
+    """The thickness must be usable; few slices, few informative voxels and very thick slices
+    are reported (see :func:`load_stack`)."""
+    n_slices = stack.shape[stack.slice_axis]
+    spacing, extent = stack.slice_spacing_mm, stack.shape[stack.slice_axis] * stack.slice_spacing_mm
+    thickness = stack.thickness_mm
+    if thickness is not None and not (np.isfinite(thickness) and thickness > 0):
+        raise InputError(f"{stack.path}: slice thickness must be a positive number of mm, got {thickness}")
+    if thickness is not None and thickness > extent:
+        raise InputError(f"{stack.path}: slice thickness {thickness:g} mm exceeds the stack's whole extent along its "
+                         f"slice axis ({n_slices} slices × {spacing:.3g} mm)")
+    if thickness is not None and thickness > THICK_SLICES * spacing:
+        warnings.warn(f"{stack.path}: slices {thickness:g} mm thick are {thickness / spacing:.1f} times their spacing "
+                      f"({spacing:.3g} mm); is the thickness right?", InputWarning, stacklevel=3)
+    if n_slices < FEW_SLICES:
+        warnings.warn(f"{stack.path}: only {n_slices} slice{'s' if n_slices > 1 else ''} along its slice axis "
+                      f"{stack.slice_axis}", InputWarning, stacklevel=3)
+    informative = int(np.count_nonzero(stack.data != np.median(stack.data)))
+    if informative < FEW_VOXELS:
+        warnings.warn(f"{stack.path}: only {informative} voxels differ from the background", InputWarning,
+                      stacklevel=3)
 
 
 def load_stacks(specs: list[StackSpec]) -> list[Stack]:
@@ -143,7 +177,7 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
     for spec in specs:
         if not CONTRAST_NAME.match(spec.contrast):
             raise InputError(f"{spec.path}: contrast name {spec.contrast!r} must be letters, digits, '_' or '-'")
-        resolved = Path(spec.path).resolve()
+        resolved = check_input_file(spec.path, "stack").resolve()
         if resolved in seen:
             raise InputError(f"{spec.path}: the same file is given twice")
         seen.add(resolved)

@@ -17,14 +17,31 @@ from inrsr.io.stack import Stack, load_stack
 from inrsr.jobs.reconstruct import reconstruct
 from inrsr.register.joint import registered_stacks
 
-__all__ = ["check_model", "stacks_of_model"]
+__all__ = ["check_model", "stacks_of_model", "stack_path"]
 
 
-def stacks_of_model(payload: dict) -> list[Stack]:
-    """The input stacks named in a checkpoint, re-read from their paths and checked against it."""
+def stack_path(meta: dict, model_path: str | os.PathLike) -> str:
+    """Where the input stack a checkpoint records is now: its recorded path, else the same path
+    relative to the checkpoint's folder (a folder moved with its inputs); :class:`InputError`
+    naming both when neither exists."""
+    recorded = str(meta["path"])
+    if os.path.exists(recorded):
+        return recorded
+    relative = meta.get("path_from_model")
+    if isinstance(relative, str):
+        moved = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(model_path)), relative))
+        if os.path.exists(moved):
+            return moved
+        raise InputError(f"{recorded}: input stack of {model_path} not found (nor at {moved})")
+    raise InputError(f"{recorded}: input stack of {model_path} not found")
+
+
+def stacks_of_model(payload: dict, model_path: str | os.PathLike) -> list[Stack]:
+    """The input stacks named in a checkpoint, re-read from their paths (see :func:`stack_path`)
+    and checked against it."""
     stacks = []
     for meta in payload["stacks"]:
-        s = load_stack(meta["path"], meta["contrast"], meta["thickness_mm"])
+        s = load_stack(stack_path(meta, model_path), meta["contrast"], meta["thickness_mm"])
         if list(s.shape) != list(meta["shape"]) or not np.allclose(s.affine, meta["affine"], atol=1e-4):
             raise InputError(f"{s.path}: differs from the stack the model was fitted to (shape or affine)")
         stacks.append(s)
@@ -46,7 +63,7 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     model, config, subject, _, payload = load_checkpoint(model_path)
     masks = [m for m, _ in subject.foregrounds]
     # Refits train on the foregrounds the fit used (user masks included), not on new estimates.
-    stacks = [replace(s, mask=m) for s, m in zip(stacks_of_model(payload), masks)]
+    stacks = [replace(s, mask=m) for s, m in zip(stacks_of_model(payload, model_path), masks)]
     stacks = registered_stacks(stacks, [np.asarray(m.get("registration_mm", np.eye(4))) for m in payload["stacks"]])
     rows = []
     with model.without_correction():

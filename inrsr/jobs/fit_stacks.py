@@ -1,24 +1,68 @@
 """The ``inrsr fit`` job: load stacks, check everything that can be checked, reconstruct, render
-every contrast and write all outputs into one folder."""
+every contrast and write all outputs into one folder.
+
+Everything a user can get wrong (options, input files, output folder, memory of the output
+grid) is checked with NumPy and nibabel only; PyTorch and the rest of the numerical stack, which
+take seconds to import, are imported after that, so that a mistake is reported at once.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inrsr.config import FitConfig
-from inrsr.device import resolve_device
-from inrsr.errors import InputError
-from inrsr.geometry import union_box
-from inrsr.io.files import check_output_folder, check_writable, refuse_existing
+from inrsr.errors import FitError, InputError, Interrupted
+from inrsr.geometry import Grid, union_box
+from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs
 from inrsr.io.grids import output_grid
-from inrsr.io.stack import StackSpec, load_stacks
+from inrsr.io.nifti import HeaderCodes, check_finite_volumes
+from inrsr.io.stack import Stack, StackSpec, load_stacks
 from inrsr.jobs.outputs import STATE_FILE, fit_output_paths, stack_records, write_fit_outputs
-from inrsr.jobs.reconstruct import Reconstruction, reconstruct, training_set
-from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
-from inrsr.render import render_subject
+
+if TYPE_CHECKING:
+    from inrsr.jobs.reconstruct import Reconstruction
 
 __all__ = ["fit_subject"]
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """A checked ``inrsr fit``: its stacks and options, the output grid and files, and how to
+    treat what is already in the folder."""
+
+    stacks: list[Stack]
+    config: FitConfig
+    grid: Grid
+    ref: str | None
+    ref_codes: HeaderCodes | None
+    resolution_mm: float | None
+    finest_mm: float
+    paths: dict[str, Path]
+    state_path: Path
+    inputs: list[str | None]
+    overwrite: bool
+    resume: bool
+    max_memory_gb: float | None
+
+    @property
+    def registering(self) -> bool:
+        return self.config.register and len(self.stacks) > 1
+
+    def claim_outputs(self) -> None:
+        """Refuse to write over an input, over existing outputs (unless ``overwrite`` or
+        ``resume``) or over an interrupted fit's state (unless ``overwrite`` discards it or
+        ``resume`` continues it)."""
+        refuse_inputs([*self.paths.values(), self.state_path], self.inputs)
+        if self.resume and not self.state_path.is_file():
+            raise InputError(f"{self.state_path}: no interrupted fit to resume")
+        if self.state_path.exists() and not (self.resume or self.overwrite):
+            raise InputError(f"{self.state_path}: this folder holds an interrupted fit; continue it with --resume "
+                             "or discard it with --overwrite")
+        refuse_existing(self.paths.values(), self.overwrite or self.resume)
 
 
 def _summary(recon: Reconstruction, stacks: list, grid, ref: str | None, paths: dict, seconds: dict,
@@ -42,6 +86,29 @@ def _summary(recon: Reconstruction, stacks: list, grid, ref: str | None, paths: 
     }
 
 
+def check_fit_request(
+    specs: list[StackSpec], config: FitConfig, out_dir: str | os.PathLike, ref: str | None,
+    resolution_mm: float | None, overwrite: bool, resume: bool, max_memory_gb: float | None,
+) -> FitRequest:
+    """Everything about a fit that can be checked before fitting (see :func:`fit_subject`)."""
+    config = config.validate()
+    stacks = load_stacks(specs)
+    if config.register and not config.register_stack < len(stacks):
+        raise InputError(f"--register-stack {config.register_stack}: there are only {len(stacks)} stacks")
+    out = check_output_folder(out_dir)
+    contrasts = list(dict.fromkeys(s.contrast for s in stacks))
+    finest = float(min(s.spacing_mm.min() for s in stacks))
+    box = union_box([(s.shape, s.affine) for s in stacks])
+    grid, ref_codes = output_grid(box, ref, resolution_mm, finest, len(contrasts), max_memory_gb)
+    request = FitRequest(
+        stacks, config, grid, ref, ref_codes, resolution_mm, finest,
+        fit_output_paths(out, contrasts, config.register and len(stacks) > 1), out / STATE_FILE,
+        [p for s in specs for p in (s.path, s.mask_path)] + [ref], overwrite, resume, max_memory_gb,
+    )
+    request.claim_outputs()
+    return request
+
+
 def fit_subject(
     specs: list[StackSpec],
     config: FitConfig,
@@ -51,51 +118,75 @@ def fit_subject(
     overwrite: bool = False,
     progress: bool = True,
     resume: bool = False,
+    max_memory_gb: float | None = None,
 ) -> dict:
     """Load stacks, fit a field, render every contrast and write all outputs into ``out_dir``.
 
     Everything that can be checked is checked before fitting (inputs, reference, output folder,
-    existing files), so a user mistake never leaves partial output. The training state is saved
-    in ``out_dir/fit_state.pt`` while fitting; ``resume=True`` continues an interrupted fit from
-    it (same inputs and options). With ``config.register``, each stack is first aligned to the
-    reference stack by MI, then its transform is refined with the field; the transforms are
-    written to ``transforms.json``. Returns a summary dict (paths, grid, timings, early-stopping
-    outcome, transforms).
+    existing files, the memory the output grid needs against ``max_memory_gb``, default: what
+    is available), so a user mistake never leaves partial output. No output may be an input.
+    The output folder is locked for the run (a second run into it is refused). The training
+    state is kept in ``out_dir/fit_state.pt`` while fitting and until every output is written;
+    ``resume=True`` continues an interrupted fit from it (same inputs and options), or renders a
+    finished one that was interrupted while writing. An interruption raises
+    :class:`~inrsr.errors.Interrupted` saying whether that state exists; a loss or a rendered
+    volume that is not finite raises :class:`~inrsr.errors.FitError`, writes nothing and drops
+    the state. With ``config.register``, each stack is first aligned to the reference stack by
+    MI, then its transform is refined with the field; the transforms are written to
+    ``transforms.json``. Returns a summary dict (paths, grid, timings, early-stopping outcome,
+    transforms).
     """
-    config = config.validate()
-    resolve_device(config.device)
-    stacks = load_stacks(specs)
-    if config.register and not config.register_stack < len(stacks):
-        raise InputError(f"--register-stack {config.register_stack}: there are only {len(stacks)} stacks")
-    out = check_output_folder(out_dir)
-    registering = config.register and len(stacks) > 1
-    contrasts = list(dict.fromkeys(s.contrast for s in stacks))
-    paths = fit_output_paths(out, contrasts, registering)
-    state_path = out / STATE_FILE
-    if resume and not state_path.is_file():
-        raise InputError(f"{state_path}: no interrupted fit to resume")
-    refuse_existing(paths.values(), overwrite or resume)
+    request = check_fit_request(specs, config, out_dir, ref, resolution_mm, overwrite, resume, max_memory_gb)
+    from inrsr.device import resolve_device
+
+    resolve_device(request.config.device)
+    state_path = request.state_path
+    with OutputLock(state_path.parent):
+        request.claim_outputs()  # again: another run may have written there since
+        try:
+            return _fit_and_write(request, progress)
+        except FitError:
+            state_path.unlink(missing_ok=True)  # a diverged fit's state would diverge again
+            raise
+        except KeyboardInterrupt:
+            if state_path.is_file():
+                raise Interrupted(f"interrupted; {state_path} keeps the fit: run the same command with --resume "
+                                  "to finish it") from None
+            raise Interrupted(f"interrupted before the fit began; nothing was written to {state_path.parent}") from None
+
+
+def _fit_and_write(request: FitRequest, progress: bool) -> dict:
+    """The locked part of :func:`fit_subject`: fit, render, check, write, then drop the state."""
+    from inrsr.jobs.reconstruct import reconstruct, training_set
+    from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
+    from inrsr.render import render_subject
+
+    stacks, config, grid, paths = request.stacks, request.config, request.grid, request.paths
     t0 = time.perf_counter()
     subject, train = training_set(stacks, config)
-    finest = float(min(s.spacing_mm.min() for s in stacks))
-    grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
-    check_writable(out)
     foregrounds = [m for m, _ in subject.foregrounds]
     warn_if_unrelated(stacks, foregrounds)
-    init = initial_alignment(stacks, config.register_stack, foregrounds, progress) if registering and not resume else None
+    init = None
+    if request.registering and not request.resume:
+        init = initial_alignment(stacks, config.register_stack, foregrounds, progress)
     t_prep = time.perf_counter() - t0
 
-    recon = reconstruct(stacks, config, prepared=(subject, train), progress=progress, state_path=state_path,
-                        resume=resume, initial_poses=init)
+    recon = reconstruct(stacks, config, prepared=(subject, train), progress=progress, state_path=request.state_path,
+                        resume=request.resume, initial_poses=init)
     transforms = None
     if recon.matrices is not None:
         transforms = registration_report(stacks, recon.matrices, config.register_stack)
-        if ref is None:
-            grid, _ = output_grid(union_box([(s.shape, s.affine) for s in recon.stacks]), None, resolution_mm, finest)
+        if request.ref is None:
+            box = union_box([(s.shape, s.affine) for s in recon.stacks])
+            grid, _ = output_grid(box, None, request.resolution_mm, request.finest_mm, len(subject.contrasts),
+                                  request.max_memory_gb)
     t1 = time.perf_counter()
     volumes = render_subject(recon.field, grid, recon.subject, config)
     t_render = time.perf_counter() - t1
+    check_finite_volumes(volumes, paths)
 
-    summary = _summary(recon, stacks, grid, ref, paths, {"prepare": t_prep, "render": t_render}, transforms)
-    write_fit_outputs(paths, volumes, grid, ref_codes or stacks[0].codes, config, recon, stacks, summary, transforms)
+    summary = _summary(recon, stacks, grid, request.ref, paths, {"prepare": t_prep, "render": t_render}, transforms)
+    write_fit_outputs(paths, volumes, grid, request.ref_codes or stacks[0].codes, config, recon, stacks, summary,
+                      transforms)
+    request.state_path.unlink(missing_ok=True)
     return summary

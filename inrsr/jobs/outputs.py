@@ -4,18 +4,20 @@ registration, ``transforms.json``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inrsr.config import FitConfig
-from inrsr.evaluate.plots import plot_mi_curve
-from inrsr.field.checkpoint import save_checkpoint
 from inrsr.geometry import Grid
 from inrsr.io.files import write_csv, write_json
 from inrsr.io.nifti import HeaderCodes, save_nifti
 from inrsr.io.stack import Stack
-from inrsr.jobs.reconstruct import Reconstruction
+
+if TYPE_CHECKING:  # the file names are needed before PyTorch is imported (inrsr.jobs.fit_stacks)
+    from inrsr.jobs.reconstruct import Reconstruction
 
 __all__ = ["FIT_FILES", "STATE_FILE", "volume_paths", "fit_output_paths", "stack_records", "write_fit_outputs"]
 
@@ -40,10 +42,10 @@ def fit_output_paths(out_dir: Path, contrasts: list[str], registering: bool) -> 
 
 
 def stack_records(stacks: list[Stack], recon: Reconstruction, transforms: list[dict] | None) -> list[dict]:
-    """Per input stack, what the model file and the log keep of it (path, grid, thickness, the
-    training voxels it gave and the world map registration found)."""
+    """Per input stack, what the model file and the log keep of it (absolute path, grid,
+    thickness, the training voxels it gave and the world map registration found)."""
     return [
-        {"contrast": s.contrast, "path": s.path, "shape": list(s.shape), "affine": s.affine.tolist(),
+        {"contrast": s.contrast, "path": os.path.abspath(s.path), "shape": list(s.shape), "affine": s.affine.tolist(),
          "thickness_mm": s.slice_thickness_mm, "slice_axis": s.slice_axis,
          "n_train_points": int((recon.train.stack_id == k).sum()),
          "registration_mm": transforms[k]["matrix_mm"] if transforms else np.eye(4).tolist()}
@@ -56,6 +58,9 @@ def write_fit_outputs(
     recon: Reconstruction, stacks: list[Stack], summary: dict, transforms: list[dict] | None,
 ) -> None:
     """Write the volumes, the model and the logs of a finished fit (each file atomically)."""
+    from inrsr.evaluate.plots import plot_mi_curve
+    from inrsr.field.checkpoint import save_checkpoint
+
     for c in recon.subject.contrasts:
         save_nifti(volumes[c], grid.affine, paths[c], codes)
     save_checkpoint(paths["model.pt"], recon.field, config, recon.subject, stacks[0].codes, summary["stacks"])

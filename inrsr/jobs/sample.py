@@ -8,11 +8,12 @@ import time
 import numpy as np
 
 from inrsr.device import resolve_device
+from inrsr.errors import InputError, Interrupted
 from inrsr.field.checkpoint import load_checkpoint
 from inrsr.geometry import voxel_sizes_mm
-from inrsr.io.files import check_output_folder, check_writable, refuse_existing
+from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs
 from inrsr.io.grids import output_grid
-from inrsr.io.nifti import save_nifti
+from inrsr.io.nifti import check_finite_volumes, save_nifti
 from inrsr.jobs.outputs import volume_paths
 from inrsr.render import render_subject
 
@@ -27,22 +28,36 @@ def sample_model(
     overwrite: bool = False,
     device: str = "auto",
     threads: int = 0,
+    max_memory_gb: float | None = None,
 ) -> dict:
     """Re-render a saved model on a new grid (``ref`` or an isotropic ``resolution_mm`` grid).
 
-    Without either, the grid of the original fit's default (finest input spacing) is used.
+    Without either, the grid of the original fit's default (finest input spacing) is used. The
+    model file is validated and the grid checked against the memory budget (``max_memory_gb``,
+    default: what is available) before anything is rendered; the output folder is locked for
+    the run; no output may be the model or the reference; volumes that are not finite are
+    never written.
     """
-    model, config, subject, codes, payload = load_checkpoint(model_path)
-    finest = float(min(voxel_sizes_mm(np.asarray(s["affine"])).min() for s in payload["stacks"]))
-    grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest)
+    if threads < 0:
+        raise InputError(f"--threads must be 0 (all) or positive, got {threads}")
+    model, config, subject, codes, payload = load_checkpoint(model_path, max_memory_gb)
+    finest = float(min((voxel_sizes_mm(np.asarray(s["affine"])).min() for s in payload["stacks"]), default=1.0))
+    grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest, len(subject.contrasts), max_memory_gb)
     out = check_output_folder(out_dir)
     paths = volume_paths(out, subject.contrasts)
+    refuse_inputs(paths.values(), [model_path, ref])
     refuse_existing(paths.values(), overwrite)
-    check_writable(out)
     resolve_device(device)
-    t0 = time.perf_counter()
-    volumes = render_subject(model, grid, subject, config, device, threads)
-    seconds = time.perf_counter() - t0
-    for c in subject.contrasts:
-        save_nifti(volumes[c], grid.affine, paths[c], ref_codes or codes)
+    with OutputLock(out):
+        refuse_existing(paths.values(), overwrite)  # again: another run may have written meanwhile
+        try:
+            t0 = time.perf_counter()
+            volumes = render_subject(model, grid, subject, config, device, threads)
+            seconds = time.perf_counter() - t0
+            check_finite_volumes(volumes, paths)
+            for c in subject.contrasts:
+                save_nifti(volumes[c], grid.affine, paths[c], ref_codes or codes)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; the volumes written to {out} so far are complete, the others were "
+                              "not started") from None
     return {"outputs": {k: str(v) for k, v in paths.items()}, "grid": {"shape": list(grid.shape)}, "seconds": seconds}

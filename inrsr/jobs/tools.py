@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from inrsr.errors import InputError
-from inrsr.io.files import check_output_file, check_writable, refuse_existing, sidecar_path, write_thickness_sidecar
-from inrsr.io.nifti import NIFTI_SUFFIXES, HeaderCodes, load_image, load_mask, save_nifti
+from inrsr.io.files import (
+    check_output_file, check_writable, refuse_existing, refuse_inputs, sidecar_path, write_thickness_sidecar,
+)
+from inrsr.io.nifti import NIFTI_SUFFIXES, HeaderCodes, check_finite_volumes, load_image, load_mask, save_nifti
 
 __all__ = ["simulate_file", "evaluate_files", "cubic_file", "smore_file"]
 
@@ -25,6 +27,7 @@ def simulate_file(
         raise InputError("give exactly one of --view or --axis")
     profile = profile_name(profile, allowed=PROFILES)
     check_output_file(output, overwrite, NIFTI_SUFFIXES)
+    refuse_inputs([output, sidecar_path(output)], [hr, sidecar_path(hr)])
     refuse_existing([sidecar_path(output)], overwrite)
     data, img = load_image(hr, "volume")
     ax = axis if axis is not None else view_axis(img.affine, view)
@@ -59,10 +62,13 @@ def cubic_file(input_path: str, output: str, ref: str | None, resolution: float 
     from inrsr.io.grids import stack_output_grid
 
     check_output_file(output, overwrite, NIFTI_SUFFIXES)
+    refuse_inputs([output], [input_path, ref])
     data, img = load_image(input_path, "stack")
     grid, ref_codes = stack_output_grid(data.shape, img.affine, ref, resolution)
     codes = ref_codes or HeaderCodes.from_header(img.header)
-    save_nifti(interpolate_to_grid(data, img.affine, grid, order=3), grid.affine, output, codes)
+    volume = interpolate_to_grid(data, img.affine, grid, order=3)
+    check_finite_volumes({"cubic": volume}, {"cubic": output})
+    save_nifti(volume, grid.affine, output, codes)
     return {"shape": list(grid.shape)}
 
 
@@ -81,6 +87,7 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     from inrsr.io.stack import load_stack
 
     check_output_file(output, overwrite, NIFTI_SUFFIXES)
+    refuse_inputs([output], [input_path, ref])
     check_writable(Path(output).parent)
     stack = load_stack(input_path, "stack", thickness_mm=thickness)
     config = SmoreConfig(thickness_mm=stack.thickness_mm or 0.0, **options).validate()
@@ -91,5 +98,6 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     resolve_device(config.device)
     grid, ref_codes = stack_output_grid(stack.shape, stack.affine, ref, resolution)
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
+    check_finite_volumes({"smore": volume}, {"smore": output})
     save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
     return {**info, "shape": list(grid.shape)}

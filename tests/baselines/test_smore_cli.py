@@ -44,7 +44,7 @@ def test_cli_errors(tmp_path):
     check_error(*run([*smore, small, "-o", out]), "small.nii.gz", "smaller than the training patch")
     check_error(*run([*smore, good, "-o", out, "--patch", "4"]), "--patch must be at least 8")
     check_error(*run([*smore, good, "-o", out, "--iterations", "0"]), "--iterations")
-    check_error(*run([*smore, good, "-o", out, "--thickness", "-1"]), "thickness must be positive")
+    check_error(*run([*smore, good, "-o", out, "--thickness", "-1"]), "--thickness", "positive finite number")
     check_error(*run([*smore, good, "-o", out, "--ref", good, "--resolution", "1"]), "exclusive")
     check_error(*run([*smore, tmp_path / "none.nii.gz", "-o", out]), "not found")
     check_error(*run([*smore, good, "-o", tmp_path / "out.txt"]), "must end in .nii")

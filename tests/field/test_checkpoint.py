@@ -43,8 +43,10 @@ def saved(tmp_path_factory):
     field.correction = stack_residuals(field, stacks, subject, CFG)
     field.eval()
     codes = HeaderCodes(qform_code=2, sform_code=4)
-    described = [{"path": f"{s.contrast}.nii.gz", "contrast": s.contrast} for s in stacks]
-    path = save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", field, CFG, subject, codes, described)
+    folder = tmp_path_factory.mktemp("model")
+    described = [{"path": str(folder / f"{s.contrast}.nii.gz"), "contrast": s.contrast, "shape": list(s.shape),
+                  "affine": s.affine.tolist()} for s in stacks]
+    path = save_checkpoint(folder / "model.pt", field, CFG, subject, codes, described)
     return path, field, subject, codes, described
 
 
@@ -80,7 +82,9 @@ def test_loaded_config_subject_and_codes_are_the_saved_ones(saved):
         assert mask.dtype == bool and mask.any()
         np.testing.assert_array_equal(mask, want_mask)
         np.testing.assert_array_equal(affine, want_affine)
-    assert got_codes == codes and payload["stacks"] == described
+    assert got_codes == codes
+    # each stack's path is also kept relative to the model's folder, so that a moved folder finds its inputs
+    assert payload["stacks"] == [{**d, "path_from_model": f"{d['contrast']}.nii.gz"} for d in described]
 
 
 def test_files_that_are_not_models_are_refused(tmp_path, saved):

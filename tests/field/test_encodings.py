@@ -3,6 +3,10 @@ compiled CPU kernel (the same numbers as the PyTorch path, and a fallback when i
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +181,122 @@ def test_torch_hash_grid_trains_under_bf16_autocast():
     assert grads[1].dtype == torch.float32 and bool(torch.isfinite(grads[1]).all())
     assert float(grads[0].abs().max()) > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=1e-2 * float(grads[0].abs().max()))
+
+
+# Coordinates far outside [-1, 1] and non-finite ones (the grid's contract, see HashGrid): each value
+# alone on each axis of a normal point, on all three axes, and mixed with others. Rows are built so
+# that the 1e30 and inf rows (and -1e30 and -inf) differ only in that value.
+_EXTREMES = (1e30, -1e30, 3e9, -3e9, math.inf, -math.inf, math.nan)
+_N_NORMAL = 64
+
+
+def _extreme_batch() -> torch.Tensor:
+    """``_N_NORMAL`` points in ``[-1.2, 1.2]³`` followed by rows holding extreme values."""
+    normal = torch.rand(_N_NORMAL, 3, generator=torch.Generator().manual_seed(7)) * 2.4 - 1.2
+    rows = []
+    for value in _EXTREMES:
+        for d in range(3):
+            row = normal[d].clone()
+            row[d] = value
+            rows.append(row)
+        rows.append(torch.full((3,), value))
+    rows += [torch.tensor([1e30, -math.inf, 0.5]), torch.tensor([math.nan, 3e9, -1e30]),
+             torch.tensor([-0.3, math.inf, math.nan])]
+    return torch.cat([normal, torch.stack(rows)])
+
+
+def _extreme_run(use_native: bool) -> dict[str, torch.Tensor]:
+    """Forward, backward to the table and backward to the points of one backend on
+    :func:`_extreme_batch` (``*``), on its NaN-free rows (``*_finite``) and on its normal points
+    alone (``*_normal``). Dense and hashed levels; the table depends only on the seed."""
+    grid = HashGrid(level_cells_mm(12, 40.0, 0.8), 3, 15, MM, init_scale=0.5,
+                    generator=torch.Generator().manual_seed(3), native=use_native)
+    assert 0 < grid.n_dense < grid.levels
+    batch = _extreme_batch()
+    grad_out = torch.randn(batch.shape[0], grid.out_dim, generator=torch.Generator().manual_seed(2))
+    results = {}
+    keep = ~torch.isnan(batch).any(1)
+    for name, rows in (("", slice(None)), ("_finite", keep), ("_normal", slice(0, _N_NORMAL))):
+        grid.table.grad = None
+        x = batch[rows].clone().requires_grad_(True)
+        out = grid(x)
+        out.backward(grad_out[rows])
+        results.update({"out" + name: out.detach(), "grad_table" + name: grid.table.grad.clone(),
+                        "grad_x" + name: x.grad.clone()})
+    return results
+
+
+@pytest.fixture(scope="module")
+def extreme_runs(tmp_path_factory) -> dict:
+    """Each backend's :func:`_extreme_run`; the compiled kernel's in a child process, so that a
+    crash there fails the tests instead of killing pytest (then: the child's exit code and stderr)."""
+    saved = tmp_path_factory.mktemp("extremes") / "native.pt"
+    child = (
+        "import importlib.util, sys, torch\n"
+        "spec = importlib.util.spec_from_file_location('encoding_tests', sys.argv[1])\n"
+        "tests = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(tests)\n"
+        "torch.save(tests._extreme_run(use_native=True), sys.argv[2])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, __file__, str(saved)], capture_output=True, text=True,
+                          timeout=600)
+    native_run = torch.load(saved) if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return {"torch": _extreme_run(use_native=False), "native": native_run}
+
+
+def _backend_run(extreme_runs: dict, backend: str) -> dict[str, torch.Tensor]:
+    run = extreme_runs[backend]
+    if isinstance(run, str):
+        pytest.fail(f"the compiled kernel's child process died on extreme coordinates ({run})")
+    return run
+
+
+def test_extreme_coordinates_do_not_crash_the_compiled_kernel(extreme_runs):
+    """Forward and both backward passes of the C kernel on ±1e30, ±3e9, ±inf and NaN (they used to
+    index outside the table: SIGSEGV)."""
+    _backend_run(extreme_runs, "native")
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_extreme_coordinates_give_finite_features_and_nan_only_for_nan(extreme_runs, backend):
+    run = _backend_run(extreme_runs, backend)
+    batch = _extreme_batch()
+    has_nan = torch.isnan(batch).any(1)
+    # features: finite for every point without a NaN (±inf included: clamped), all NaN for the others
+    assert bool(torch.isfinite(run["out"][~has_nan]).all())
+    assert bool(torch.isnan(run["out"][has_nan]).all())
+    # gradients: finite for NaN-free points; NaN through the weights of a point that is all NaN
+    assert bool(torch.isfinite(run["grad_x"][~has_nan]).all())
+    assert bool(torch.isnan(run["grad_x"][torch.isnan(batch).all(1)]).all())
+    assert bool(torch.isfinite(run["grad_table_finite"]).all())
+    assert bool(torch.isfinite(run["grad_x_finite"]).all())
+    assert not bool(torch.isfinite(run["grad_table"]).all())  # the NaN points' rows
+    # ±inf is a huge finite value: the rows that differ only in inf vs 1e30 (-inf vs -1e30) agree
+    rows_of = {value: _N_NORMAL + 4 * i + torch.arange(4) for i, value in enumerate(_EXTREMES)}
+    for huge, inf in ((1e30, math.inf), (-1e30, -math.inf)):
+        assert torch.equal(run["out"][rows_of[inf]], run["out"][rows_of[huge]])
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_extreme_coordinates_leave_normal_points_in_the_batch_alone(extreme_runs, backend):
+    run = _backend_run(extreme_runs, backend)
+    torch.testing.assert_close(run["out"][:_N_NORMAL], run["out_normal"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(run["grad_x"][:_N_NORMAL], run["grad_x_normal"], rtol=1e-6, atol=1e-7)
+
+
+def test_extreme_coordinates_give_the_same_numbers_on_both_backends(extreme_runs):
+    expected, got = _backend_run(extreme_runs, "torch"), _backend_run(extreme_runs, "native")
+    for name in ("", "_finite"):
+        torch.testing.assert_close(got["out" + name], expected["out" + name], rtol=1e-6, atol=1e-7, equal_nan=True)
+        torch.testing.assert_close(got["grad_table" + name], expected["grad_table" + name], rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        torch.testing.assert_close(got["grad_x" + name], expected["grad_x" + name], rtol=1e-4, atol=1e-4,
+                                   equal_nan=True)
+
+
+def test_levels_too_fine_for_the_dense_layout_are_hashed_even_in_huge_boxes():
+    """The dense-level test counts a level's vertices in float64: verts³ used to overflow int64 for
+    more than 2^21 vertices per axis, which called such a level dense (and stopped on the order)."""
+    grid = HashGrid(level_cells_mm(16, 32.0, 0.5), 2, 14, 1e6)
+    assert grid.n_dense == 0 and grid.table.shape[0] == grid.levels * grid.table_size
+    assert bool(torch.isfinite(grid(torch.rand(10, 3) * 2 - 1)).all())

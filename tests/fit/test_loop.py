@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from inrsr.fit.loop import fit_field
@@ -71,3 +72,12 @@ def test_callback_time_is_not_counted():
     assert [s for s, _ in calls] == list(range(1, 21))
     assert res.seconds < 20 * 0.05  # one second of sleeping is excluded
     assert all(b >= a for (_, a), (_, b) in zip(calls, calls[1:]))
+
+
+def test_a_diverging_fit_stops_with_an_error_naming_the_learning_rate():
+    from inrsr.errors import FitError
+
+    subject, train = tiny_training_set()
+    cfg = CFG.replace(max_steps=40, early_stopping=False, lr=1e30)
+    with pytest.raises(FitError, match=r"the fit diverged: the loss became (nan|inf) at step \d+ .*try a lower --lr"):
+        fit_field(train, subject.contrasts, cfg, progress=False)

@@ -22,7 +22,7 @@ def test_thickness_sidecar_override_and_default(tmp_path):
     (tmp_path / "t2_cor.json").write_text(json.dumps({"SliceThickness": 2.5}))
     assert load_stack(path, "t2").slice_thickness_mm == pytest.approx(2.5)
     assert load_stack(path, "t2", thickness_mm=4.0).slice_thickness_mm == pytest.approx(4.0)
-    with pytest.raises(InputError, match="thickness must be positive"):
+    with pytest.raises(InputError, match="thickness must be a positive number"):
         load_stack(path, "t2", thickness_mm=-1.0)
 
 

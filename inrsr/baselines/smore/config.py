@@ -40,6 +40,7 @@ class SmoreConfig(ToolConfig):
 
     def validate(self) -> "SmoreConfig":
         """Raise :class:`InputError` naming the first invalid option."""
+        self.check_finite()
         self.check_positive(("batch_size", "iterations", "features", "blocks", "lr"))
         if self.patch_size < MIN_PATCH:
             raise InputError(f"--patch must be at least {MIN_PATCH} voxels, got {self.patch_size}")

@@ -14,15 +14,39 @@
  * [0, V - 1]); the others are hashed (xor of coordinate times prime, mod table_size, a power of
  * two). Corner c takes the (c >> d) & 1-th vertex along axis d.
  *
+ * Coordinate contract. x is expected in about [-1, 1] but may hold any float; no value makes the
+ * kernel read or write outside table, out, grad_table or grad_x, and none reaches undefined
+ * behaviour. A point's position along an axis, in cells of level l, is pos = (x + 1) inv_cell[l];
+ * it is clamped to [-MAX_CELLS, MAX_CELLS] (2^24 cells, where float32 has no fractional bits left,
+ * so that no in-range point is affected) before its floor becomes an int32, and the vertex
+ * arithmetic (lo + 1, row sums) then stays far inside int32/int64. Hence:
+ *   finite x far outside the grid  the clamped cell: dense levels take their edge vertex, hashed
+ *                                  levels the hash of vertex +-2^24; finite features;
+ *   x = +-inf                      the same as a huge finite value (clamped), finite features;
+ *   x = NaN                        NaN features for that point: its interpolation weights are NaN,
+ *                                  its rows those of cell 0 along that axis (valid rows); the
+ *                                  NaN weights carry on into the gradients (the rows of grad_table
+ *                                  it touches, grad_x along its other, unclamped axes).
+ * The gradient with respect to x is zero along an axis whose position was clamped (at that level),
+ * as for any clamp. inrsr.field.encodings.HashGrid (the PyTorch path) follows the same contract.
+ *
  * Work is split over POSIX threads: the forward pass by points; the backward pass by levels, whose
  * table rows are disjoint, so that no two threads add into the same row and the result does not
  * depend on the thread count.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
 #define MAX_THREADS 64
+
+/* Lets the jobs keep a copy of their per-point loop without the range checks (see point_near). */
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE
+#endif
 
 typedef struct {
     const float *x;
@@ -42,22 +66,85 @@ typedef struct {
 
 static inline int32_t clamp_i32(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+/* Largest |position| in cells that is converted to an integer (2^24): every float32 of that size
+ * is an integer already, so clamping there moves no in-range point, and lo + 1 cannot overflow. */
+#define MAX_CELLS 16777216.0f
+
 /* floor(v) as an integer, for |v| < 2^31 (a cast and a correction; no libm call). */
 static inline int32_t floor_i32(float v) {
     const int32_t i = (int32_t)v;
     return i - (v < (float)i);
 }
 
+/* The lower vertex of a position in cells known to lie in [-MAX_CELLS, MAX_CELLS], and the
+ * fraction of a cell above it (*fr, in [0, 1)). */
+static inline int32_t split_near_cell(float pos, float *fr) {
+    const int32_t lo = floor_i32(pos);
+    *fr = pos - (float)lo;
+    return lo;
+}
+
+/* split_cell for a position outside [-MAX_CELLS, MAX_CELLS] or NaN: a finite or infinite one is
+ * clamped to +-MAX_CELLS (fraction 0, and it no longer follows the point); NaN takes vertex 0 (a
+ * valid one) with a NaN fraction, so that the NaN reaches the output through the weights. */
+static int32_t split_far_cell(float pos, float *fr, int *moves) {
+    if (pos != pos) {
+        *fr = pos;
+        *moves = 1;
+        return 0;
+    }
+    *fr = 0.0f;
+    *moves = 0;
+    return pos > 0.0f ? (int32_t)MAX_CELLS : -(int32_t)MAX_CELLS;
+}
+
+/* A position in cells (any float) split into its lower vertex, in [-MAX_CELLS, MAX_CELLS], and the
+ * fraction of a cell above it (*fr, in [0, 1); NaN for NaN); *moves says whether the position
+ * follows the point (0 where it was clamped). */
+static inline int32_t split_cell(float pos, float *fr, int *moves) {
+    if (!(fabsf(pos) <= MAX_CELLS)) return split_far_cell(pos, fr, moves);
+    *moves = 1;
+    return split_near_cell(pos, fr);
+}
+
+/* The largest |cells per unit| over the levels; +inf when one is infinite or NaN. */
+static float max_inv_cell(const job_t *j) {
+    float m = 0.0f;
+    for (int32_t l = 0; l < j->levels; ++l) {
+        const float a = fabsf(j->inv_cell[l]);
+        if (!(a < INFINITY)) return INFINITY;
+        if (a > m) m = a;
+    }
+    return m;
+}
+
+/* Whether point p lies within MAX_CELLS of the origin along every axis at every level (inv_max from
+ * max_inv_cell): then no position of it needs split_cell's checks. Float rounding is monotonic,
+ * so |(x + 1) inv| <= |(x + 1) inv_max| for every level's inv; NaN and +-inf fail. */
+static inline int point_near(const job_t *j, int64_t p, float inv_max) {
+    const float *x = j->x + 3 * p;
+    return fabsf((x[0] + 1.0f) * inv_max) <= MAX_CELLS && fabsf((x[1] + 1.0f) * inv_max) <= MAX_CELLS &&
+           fabsf((x[2] + 1.0f) * inv_max) <= MAX_CELLS;
+}
+
 /* Table rows and trilinear weights of the eight corners of point p's cell at level l. Each axis
  * contributes two terms (its lower and upper vertex), which the corners combine; wt receives the
- * per-axis weight terms (1 - frac, frac). */
-static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t rows[8], float w[8], float wt[3][2]) {
-    const float inv = j->inv_cell[l];
-    int32_t lo[3];
+ * per-axis weight terms (1 - frac, frac), and moves[d] whether the position along axis d follows
+ * the point (0 where it was clamped; see the coordinate contract above). With near (point_near
+ * holds), the positions are known to be in range and skip the checks. */
+static inline ALWAYS_INLINE void cell_corners(const job_t *j, int64_t p, int32_t l, int near, int64_t rows[8],
+                                              float w[8], float wt[3][2], int moves[3]) {
+    const float inv = j->inv_cell[l]; /* cells per normalised unit */
+    int32_t lo[3];                    /* lower vertex per axis, in [-MAX_CELLS, MAX_CELLS] */
     for (int d = 0; d < 3; ++d) {
-        const float pos = (j->x[3 * p + d] + 1.0f) * inv;
-        lo[d] = floor_i32(pos);
-        const float fr = pos - (float)lo[d];
+        const float pos = (j->x[3 * p + d] + 1.0f) * inv; /* cells from the grid's origin, x = -1 */
+        float fr;
+        if (near) {
+            lo[d] = split_near_cell(pos, &fr);
+            moves[d] = 1;
+        } else {
+            lo[d] = split_cell(pos, &fr, &moves[d]);
+        }
         wt[d][0] = 1.0f - fr;
         wt[d][1] = fr;
     }
@@ -74,7 +161,7 @@ static inline void cell_corners(const job_t *j, int64_t p, int32_t l, int64_t ro
         const uint32_t mask = (uint32_t)(j->table_size - 1);
         uint32_t term[3][2];
         for (int d = 0; d < 3; ++d)
-            for (int b = 0; b < 2; ++b) term[d][b] = (uint32_t)(lo[d] + b) * primes[d];
+            for (int b = 0; b < 2; ++b) term[d][b] = ((uint32_t)lo[d] + (uint32_t)b) * primes[d]; /* wraps mod 2^32 */
         for (int c = 0; c < 8; ++c)
             rows[c] = offset + (int64_t)((term[0][c & 1] ^ term[1][(c >> 1) & 1] ^ term[2][(c >> 2) & 1]) & mask);
     }
@@ -122,19 +209,29 @@ static inline void dot_rows(const float *restrict table, const int64_t rows[8], 
     }
 }
 
-static void *forward_job(void *arg) {
-    const job_t *j = (const job_t *)arg;
+/* Encode point p at every level into o (levels * features values). */
+static inline ALWAYS_INLINE void encode_point(const job_t *j, int64_t p, int near, float *o) {
     const int32_t f_n = j->features;
     int64_t rows[8];
     float w[8], wt[3][2];
-    for (int64_t p = j->begin; p < j->end; ++p) {
-        float *o = j->out + p * (int64_t)j->levels * f_n;
-        for (int32_t l = 0; l < j->levels; ++l) {
-            cell_corners(j, p, l, rows, w, wt);
+    int moves[3];
+    for (int32_t l = 0; l < j->levels; ++l) {
+        cell_corners(j, p, l, near, rows, w, wt, moves);
 #define GATHER(F) gather_rows(j->table, rows, w, F, o + l * (F))
-            SPECIALISE(f_n, GATHER)
+        SPECIALISE(f_n, GATHER)
 #undef GATHER
-        }
+    }
+}
+
+static void *forward_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    const float inv_max = max_inv_cell(j);
+    for (int64_t p = j->begin; p < j->end; ++p) {
+        float *o = j->out + p * (int64_t)j->levels * j->features;
+        if (point_near(j, p, inv_max))
+            encode_point(j, p, 1, o); /* a copy without the range checks */
+        else
+            encode_point(j, p, 0, o);
     }
     return NULL;
 }
@@ -145,12 +242,13 @@ static void *backward_job(void *arg) {
     const int64_t stride = (int64_t)j->levels * f_n;
     int64_t rows[8];
     float w[8], wt[3][2];
+    int moves[3];
     /* begin is this thread's index and end the thread count: levels are dealt round-robin, so
      * that every thread gets coarse and fine ones. */
     for (int32_t l = (int32_t)j->begin; l < j->levels; l += (int32_t)j->end) {
         for (int64_t p = 0; p < j->n; ++p) {
             const float *g = j->grad_out + p * stride + l * f_n;
-            cell_corners(j, p, l, rows, w, wt);
+            cell_corners(j, p, l, 0, rows, w, wt, moves);
 #define SCATTER(F) scatter_rows(j->grad_table, rows, w, F, g)
             SPECIALISE(f_n, SCATTER)
 #undef SCATTER
@@ -159,32 +257,45 @@ static void *backward_job(void *arg) {
     return NULL;
 }
 
-/* d(out)/d(x) of a block of points: the trilinear weights' derivatives (each axis's two terms are
- * 1 - frac and frac, whose derivatives are -1 and +1 times the level's cells per unit). */
-static void *points_job(void *arg) {
-    const job_t *j = (const job_t *)arg;
+/* d(out)/d(x) of point p into gx[3]: the trilinear weights' derivatives (each axis's two terms are
+ * 1 - frac and frac, whose derivatives are -1 and +1 times the level's cells per unit; 0 where the
+ * position was clamped). */
+static inline ALWAYS_INLINE void point_gradient(const job_t *j, int64_t p, int near, float gx[3]) {
     const int32_t f_n = j->features;
     const int64_t stride = (int64_t)j->levels * f_n;
     int64_t rows[8];
     float w[8], wt[3][2];
-    for (int64_t p = j->begin; p < j->end; ++p) {
-        float gx[3] = {0.0f, 0.0f, 0.0f};
-        for (int32_t l = 0; l < j->levels; ++l) {
-            const float *g = j->grad_out + p * stride + l * f_n;
-            cell_corners(j, p, l, rows, w, wt);
-            float gl[3] = {0.0f, 0.0f, 0.0f}, s_c[8];
+    int moves[3];
+    for (int d = 0; d < 3; ++d) gx[d] = 0.0f;
+    for (int32_t l = 0; l < j->levels; ++l) {
+        const float *g = j->grad_out + p * stride + l * f_n;
+        cell_corners(j, p, l, near, rows, w, wt, moves);
+        float gl[3] = {0.0f, 0.0f, 0.0f}, s_c[8];
 #define DOTS(F) dot_rows(j->table, rows, F, g, s_c)
-            SPECIALISE(f_n, DOTS)
+        SPECIALISE(f_n, DOTS)
 #undef DOTS
-            for (int c = 0; c < 8; ++c) {
-                const float s = s_c[c];
-                const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
-                gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
-                gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
-                gl[2] += s * (b2 ? 1.0f : -1.0f) * wt[0][b0] * wt[1][b1];
-            }
-            for (int d = 0; d < 3; ++d) gx[d] += gl[d] * j->inv_cell[l];
+        for (int c = 0; c < 8; ++c) {
+            const float s = s_c[c];
+            const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
+            gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
+            gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
+            gl[2] += s * (b2 ? 1.0f : -1.0f) * wt[0][b0] * wt[1][b1];
         }
+        /* d pos / d x: cells per unit (gradient 0 through a clamped position; times inv as the
+         * PyTorch path's chain rule, which gives NaN for a grid with infinite cells per unit) */
+        for (int d = 0; d < 3; ++d) gx[d] += (moves[d] ? gl[d] : 0.0f) * j->inv_cell[l];
+    }
+}
+
+static void *points_job(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    const float inv_max = max_inv_cell(j);
+    for (int64_t p = j->begin; p < j->end; ++p) {
+        float gx[3];
+        if (point_near(j, p, inv_max))
+            point_gradient(j, p, 1, gx); /* a copy without the range checks */
+        else
+            point_gradient(j, p, 0, gx);
         for (int d = 0; d < 3; ++d) j->grad_x[3 * p + d] = gx[d];
     }
     return NULL;

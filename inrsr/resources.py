@@ -1,0 +1,75 @@
+"""Memory budgets: what a step will allocate, checked against what the machine can give before
+it is allocated, so that an impossible request fails at once with one line instead of an hour
+later (or by the kernel's out-of-memory killer)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from inrsr.errors import InputError
+
+__all__ = ["available_memory_bytes", "memory_budget_bytes", "check_memory", "format_bytes",
+           "RENDER_BYTES_PER_VOXEL"]
+
+# Bytes a render holds per output voxel and contrast: the float32 field values, their rescaled
+# copy and the float32 array nibabel writes (measured: about 10; see docs/design.md).
+RENDER_BYTES_PER_VOXEL = 12
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give this process now (bytes): Linux's ``MemAvailable``, bounded by
+    a cgroup (container) limit when there is one; the physical memory elsewhere."""
+    available = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            available = 1 << 62
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as fh:
+                text = fh.read().strip()
+            with open(usage_file) as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            available = min(available, max(int(text) - used, 0))
+        break
+    return int(available)
+
+
+def memory_budget_bytes(limit_gb: float | None) -> int:
+    """The bytes a run may allocate: ``limit_gb`` (``--max-memory``) when given, else what the
+    system has available now (:func:`available_memory_bytes`)."""
+    if limit_gb is None:
+        return available_memory_bytes()
+    if not (math.isfinite(limit_gb) and limit_gb > 0):
+        raise InputError(f"--max-memory must be a positive number of GB, got {limit_gb}")
+    return int(limit_gb * 1024**3)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as GB (or MB below one GB), for messages."""
+    return f"{n / 1024**3:.1f} GB" if n >= 1024**3 else f"{n / 1024**2:.0f} MB"
+
+
+def check_memory(needed: float, what: str, limit_gb: float | None = None, hint: str = "") -> None:
+    """Raise :class:`InputError` when ``needed`` bytes exceed the budget of
+    :func:`memory_budget_bytes` (``what`` names the request, ``hint`` what the user can change)."""
+    budget = memory_budget_bytes(limit_gb)
+    if needed > budget:
+        source = f"--max-memory {limit_gb:g}" if limit_gb is not None else "available now"
+        raise InputError(f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(budget)} is "
+                         f"{source}{'; ' + hint if hint else ''}")
