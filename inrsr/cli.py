@@ -18,7 +18,7 @@ import click
 from inrsr import __version__
 from inrsr.baselines.smore.config import SmoreConfig
 from inrsr.config import PRESETS, FitConfig, ToolConfig, option_name, preset
-from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted
+from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -76,7 +76,7 @@ def _fail_cleanly(func: Callable) -> Callable:
 
     def show(message, category, *_args: Any, **_kwargs: Any) -> None:
         label = "warning" if issubclass(category, InputWarning) else category.__name__
-        click.echo(f"inrsr: {label}: {' '.join(str(message).split())}", err=True)
+        click.echo(f"inrsr: {label}: {one_line(message)}", err=True)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -6,6 +6,11 @@ status (2, or 130 for :class:`Interrupted`); any other exception is a bug and ke
 """
 
 
+def one_line(message: object) -> str:
+    """A message on one line, its whitespace runs (nibabel's and numpy's line breaks) made single spaces."""
+    return " ".join(str(message).split())
+
+
 class InrsrError(Exception):
     """A run that cannot go on: the message names the file or option and the problem."""
 

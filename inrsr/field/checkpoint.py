@@ -10,7 +10,7 @@ import torch
 
 from inrsr import __version__
 from inrsr.config import FitConfig
-from inrsr.errors import InputError
+from inrsr.errors import InputError, one_line
 from inrsr.field.base import BaseVolume
 from inrsr.field.correction import StackResiduals
 from inrsr.field.network import Field, build_field
@@ -194,7 +194,7 @@ def load_checkpoint(
     except (InputError, _Damaged) as exc:
         raise InputError(f"{p}: damaged inrsr model file: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-        raise InputError(f"{p}: damaged inrsr model file ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        raise InputError(f"{p}: damaged inrsr model file ({type(exc).__name__}: {one_line(exc)[:200]})") from None
     check_memory(8 * n_weights, f"{p}: loading the model", max_memory_gb)
     model = _build(payload, config, normaliser)
     model.load_state_dict(payload["state_dict"])

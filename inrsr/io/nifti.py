@@ -19,7 +19,8 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 
-from inrsr.errors import FitError, InputError, InputWarning
+from inrsr.errors import FitError, InputError, InputWarning, one_line
+from inrsr.geometry import fov_corners_world, voxel_sizes_mm
 from inrsr.io.files import atomic_path, check_input_file
 from inrsr.resources import check_memory, format_bytes
 
@@ -58,11 +59,6 @@ MAX_OFFSET_MM = 1e5
 FORM_TOL_MM = 1e-2
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (nibabel's messages span several)."""
-    return " ".join(str(exc).split())
-
-
 @contextlib.contextmanager
 def _header_notes(p: Path) -> Iterator[None]:
     """Turn what nibabel logs about a header it had to fix (``pixdim`` 0 taken as 1, …) into
@@ -81,7 +77,7 @@ def _header_notes(p: Path) -> Iterator[None]:
     finally:
         logger.handlers, logger.propagate = handlers, propagate
     for note in dict.fromkeys(notes):
-        warnings.warn(f"{p}: header: {_one_line(note)} (nibabel)", InputWarning, stacklevel=3)
+        warnings.warn(f"{p}: header: {one_line(note)} (nibabel)", InputWarning, stacklevel=3)
 
 
 def _stored_bytes(p: Path, needed: int) -> int:
@@ -109,9 +105,9 @@ def _stored_bytes(p: Path, needed: int) -> int:
 
 
 def _corner_gap_mm(shape: tuple[int, ...], a: np.ndarray, b: np.ndarray) -> float:
-    """How far apart (mm) the affines ``a`` and ``b`` place the corner voxels of a ``shape`` grid."""
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
-    return float(np.abs(corners @ (np.asarray(a) - np.asarray(b)).T)[:, :3].max())
+    """How far apart (mm, largest coordinate difference) the affines ``a`` and ``b`` place the
+    corners of a ``shape`` grid's field of view."""
+    return float(np.abs(fov_corners_world(shape, a) - fov_corners_world(shape, b)).max())
 
 
 def _check_declared_size(p: Path, img: nib.Nifti1Image, what: str, max_memory_gb: float | None) -> None:
@@ -145,7 +141,7 @@ def _check_forms(p: Path, img: nib.Nifti1Image) -> None:
 def _check_affine(p: Path, affine: np.ndarray) -> None:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(f"{p}: affine is singular or not finite")
-    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    sizes = voxel_sizes_mm(affine)
     if sizes.min() < VOXEL_MM[0] or sizes.max() > VOXEL_MM[1]:
         raise InputError(f"{p}: implausible voxel size {'×'.join(f'{v:.3g}' for v in sizes)} mm "
                          f"(expected between {VOXEL_MM[0]:g} and {VOXEL_MM[1]:g} mm)")
@@ -196,7 +192,7 @@ def load_image(
     except MemoryError:
         raise InputError(f"{p}: not enough memory to read the {what}") from None
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise InputError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {one_line(exc)})") from None
     return data, img
 
 

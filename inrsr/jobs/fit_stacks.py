@@ -96,13 +96,14 @@ def check_fit_request(
     if config.register and not config.register_stack < len(stacks):
         raise InputError(f"--register-stack {config.register_stack}: there are only {len(stacks)} stacks")
     out = check_output_folder(out_dir)
+    registering = config.register and len(stacks) > 1
     contrasts = list(dict.fromkeys(s.contrast for s in stacks))
     finest = float(min(s.spacing_mm.min() for s in stacks))
     box = union_box([(s.shape, s.affine) for s in stacks])
     grid, ref_codes = output_grid(box, ref, resolution_mm, finest, len(contrasts), max_memory_gb)
     request = FitRequest(
         stacks, config, grid, ref, ref_codes, resolution_mm, finest,
-        fit_output_paths(out, contrasts, config.register and len(stacks) > 1), out / STATE_FILE,
+        fit_output_paths(out, contrasts, registering), out / STATE_FILE,
         [p for s in specs for p in (s.path, s.mask_path)] + [ref], overwrite, resume, max_memory_gb,
     )
     request.claim_outputs()
