@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench exp register patient01 render-memory clean
+.PHONY: install demo test bench exp register patient01 render-memory report-screenshots clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ register: install
 # Real clinical stacks (open_ms_raw/patient01), with and without --register, checked and drawn (about 12 min)
 patient01: install
 	$(BIN)/python experiments/patient01.py
+
+# Screenshots of the demo's report.html in a headless Chromium (after `make demo`; needs Debian's chromium)
+report-screenshots: install
+	mkdir -p experiments/results/report
+	$(BIN)/python experiments/report_screenshots.py demo_out/fit/report.html experiments/results/report/demo --top --section support
 
 # Peak memory of the largest render the memory budget admits (RENDER_MEMORY_GB, default: all available)
 render-memory: install

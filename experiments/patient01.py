@@ -5,9 +5,11 @@ Fits the `default` preset with and without ``--register`` (FLAIR fixed) through 
 its own process (peak RSS per fit), runs ``inrsr check`` on both (self-consistency per stack;
 ``--holdout N`` adds the left-out-slice estimate against cubic for the registered fit), compares
 the recovered transforms with the data set's own ITK transforms, and draws the three inputs
-next to the isotropic outputs in three planes.
+next to the isotropic outputs in three planes. Each fit's report.html is photographed in a
+headless Chromium (its head, its support section and, registered, its registration section).
 
-Writes ``experiments/results/patient01.{json,md,png}``; fits go to ``experiments/results/cache``.
+Writes ``experiments/results/patient01.{json,md,png}`` and ``experiments/results/report/patient01_*.png``;
+fits go to ``experiments/results/cache``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cases import data_root, load_volume  # noqa: E402
+from experiments.report_screenshots import screenshots  # noqa: E402
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.geometry import Grid, apply_affine, rigid_error  # noqa: E402
 
@@ -94,7 +97,11 @@ def main() -> None:
             "wall_s": seconds, "fit_s": log["seconds"]["fit"], "render_s": log["seconds"]["render"],
             "peak_rss_gb_so_far": rss_gb, "steps": log["steps"], "grid": log["grid"]["shape"],
             "check": json.loads(check.read_text())["stacks"], "transforms": log["transforms"],
+            "support": log["support"], "report_s": log["seconds"]["report"],
         }
+        (RESULTS / "report").mkdir(parents=True, exist_ok=True)
+        screenshots(out / "report.html", RESULTS / "report" / f"patient01_{name}", top=True,
+                    section_ids=["support", "volumes"] + (["registration"] if extra else []))
         print(name, f"{seconds:.0f} s, peak RSS {rss_gb:.2f} GB", flush=True)
     # agreement of the recovered transforms with the data set's own (affine, FLAIR fixed) ones
     stacks = {c: load_volume(str(folder / f)) for c, f in STACKS}
@@ -127,10 +134,17 @@ def table(report: dict) -> str:
             held = f"{lo['inr']['psnr']:.2f} vs {lo['cubic']['psnr']:.2f}" if lo and "cubic" in lo else "–"
             lines.append(f"| {name} | {Path(row['path']).name} | {row['self']['psnr']:.2f} / {row['self']['corr']:.3f} "
                          f"| {held} |")
-    lines += ["", "| run | fit s | render s | grid | peak RSS GB (max so far) |", "|---|---|---|---|---|"]
+    lines += ["", "| run | fit s | render s | report s | grid | peak RSS GB (max so far) |", "|---|---|---|---|---|---|"]
     for name, run_ in report["runs"].items():
-        lines.append(f"| {name} | {run_['fit_s']:.0f} | {run_['render_s']:.0f} | {'×'.join(map(str, run_['grid']))} "
-                     f"| {run_['peak_rss_gb_so_far']:.2f} |")
+        lines.append(f"| {name} | {run_['fit_s']:.0f} | {run_['render_s']:.0f} | {run_['report_s']:.1f} "
+                     f"| {'×'.join(map(str, run_['grid']))} | {run_['peak_rss_gb_so_far']:.2f} |")
+    lines += ["", "Support (report.html): distance from the output voxels inside the stacks' foregrounds to the nearest "
+              "voxel of each contrast that measured them", "",
+              "| run | contrast | median mm | 95th percentile mm | beyond 1 mm | beyond 5 mm |", "|---|---|---|---|---|---|"]
+    for name, run_ in report["runs"].items():
+        for c, sup in run_["support"].items():
+            lines.append(f"| {name} | {c} | {sup['median_mm']:.2f} | {sup['p95_mm']:.2f} | "
+                         f"{100 * sup['beyond_1mm']:.1f} % | {100 * sup['beyond_5mm']:.1f} % |")
     lines += ["", "| stack | recovered vs data set's transform | no transform vs data set's |", "|---|---|---|"]
     for c, a in report["agreement_with_dataset_transforms"].items():
         o, i = a["ours_vs_theirs"], a["identity_vs_theirs"]

@@ -17,7 +17,7 @@ import click
 
 from inrsr import __version__
 from inrsr.baselines.smore.config import SmoreConfig
-from inrsr.config import PRESETS, FitConfig, ToolConfig, option_name, preset
+from inrsr.config import PRESETS, FitConfig, ToolConfig, fit_config, option_name, preset
 from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -136,6 +136,11 @@ def _dataclass_options(cls: type[ToolConfig], keep_defaults: bool = False, skip:
     return decorate
 
 
+def _command_line() -> list[str]:
+    """The command as the user typed it, for the outputs' provenance (``inrsr`` and its arguments)."""
+    return ["inrsr", *sys.argv[1:]]
+
+
 def _split_assignment(value: str, option: str) -> tuple[str, str]:
     if "=" not in value:
         raise InputError(f"{option} {value!r}: expected CONTRAST=PATH")
@@ -171,30 +176,44 @@ def main() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output folder.")
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default", show_default=True,
               help="Hyper-parameter preset; any option below overrides it.")
+@click.option("--config", "config_file", type=click.Path(), metavar="FILE",
+              help="config.json of an earlier fit (or a JSON object with some of its options): its values replace "
+                   "the preset's; options given here override it.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted fit from OUTPUT/fit_state.pt (same stacks and options).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--verbose", is_flag=True,
+              help="A line on stderr as each phase ends (stacks, training set, alignment, fit, render, write), and "
+                   "progress every 5 s instead of 30 s when stderr is not a terminal.")
 @click.option("--max-memory", type=POSITIVE, metavar="GB",
               help="Memory the run may use; refused at once when the output grid needs more (default: the "
                    "memory available when it starts).")
 @_dataclass_options(FitConfig)
 @_fail_cleanly
-def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, overwrite, resume, quiet,
-        max_memory, **cfg):
+def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, preset_name, config_file, overwrite,
+        resume, quiet, verbose, max_memory, **cfg):
     """Fit one field to all stacks and write one isotropic volume per contrast.
 
     Several stacks may share a contrast (e.g. --stack t2=ax.nii.gz --stack t2=cor.nii.gz); each
-    contrast gets one head and one output. Writes CONTRAST.nii.gz per contrast, model.pt (for
-    `inrsr sample` and `inrsr check`), config.json, log.json, log.csv (per epoch), mi.csv and mi.png
-    (MI between predicted contrasts), and with --register transforms.json, into OUTPUT. While
-    fitting, OUTPUT/fit_state.pt holds the training state (saved every --checkpoint-every-s
-    seconds, on Ctrl-C and when the fit ends; removed once every output is written) for --resume.
-    OUTPUT is locked while the run writes into it.
+    contrast gets one head and one output. Writes CONTRAST.nii.gz per contrast, mask-K_CONTRAST.nii.gz
+    per input stack K (1, 2, … in stack order: the foreground the fit used, on that stack's grid),
+    a JSON sidecar beside each of these volumes (what its voxels mean, the inputs with their
+    SHA-256, the command, the preset and the options changed from it, the grid), model.pt (for
+    `inrsr sample` and `inrsr check`), config.json (loadable with --config), log.json, log.csv (per
+    epoch), mi.csv and mi.png (MI between predicted contrasts), report.html (a self-contained page
+    to check the result by eye: inputs, outputs, cubic, masks, support, registration, profiles,
+    self-consistency, curves; rebuild it with `inrsr report`), and with --register
+    transforms.json, into OUTPUT. While fitting, OUTPUT/fit_state.pt holds the training state
+    (saved every --checkpoint-every-s seconds, on Ctrl-C and when the fit ends; removed once every
+    output is written) for --resume. OUTPUT is locked while the run writes into it. Progress: a
+    bar on a terminal, otherwise a line every 30 s (--verbose: 5 s); none with --quiet.
     """
     from inrsr.io.stack import StackSpec
     from inrsr.jobs.fit_stacks import fit_subject
 
+    if quiet and verbose:
+        raise InputError("--quiet and --verbose exclude each other; give one of them")
     named = [(c, p) for c, paths in (("t1", t1), ("t2", t2), ("flair", flair)) for p in paths]
     named += [_split_assignment(v, "--stack") for v in extra]
     if masks and len(masks) != len(named):
@@ -206,9 +225,10 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
                   masks[k] if masks else None)
         for k, (c, p) in enumerate(named)
     ]
-    config = preset(preset_name, **cfg)
+    config = fit_config(preset_name, config_file, **cfg)
     summary = fit_subject(specs, config, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                          progress=not quiet, resume=resume, max_memory_gb=max_memory)
+                          progress=not quiet, resume=resume, max_memory_gb=max_memory, command_line=_command_line(),
+                          preset_name=preset_name, verbose=verbose)
     if not quiet:
         s = summary["seconds"]
         stop = {"mi": "MI early stop", "time": "time limit"}.get(summary["stopped_by"], "step/epoch limit")
@@ -231,11 +251,12 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
               help="Memory the run may use (default: the memory available when it starts).")
 @_fail_cleanly
 def sample(model_path, ref, resolution, output, device, threads, overwrite, max_memory):
-    """Re-sample a fitted model on a new grid without refitting."""
+    """Re-sample a fitted model on a new grid without refitting: CONTRAST.nii.gz per contrast, each
+    with a JSON sidecar naming the model and the stacks it was fitted to."""
     from inrsr.jobs.sample import sample_model
 
     summary = sample_model(model_path, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                           device=device, threads=threads, max_memory_gb=max_memory)
+                           device=device, threads=threads, max_memory_gb=max_memory, command_line=_command_line())
     click.echo(f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {summary['seconds']:.1f} s → {output}",
                err=True)
 
@@ -280,6 +301,31 @@ def check(model_path, holdout, output, overwrite, quiet):
 
 
 @main.command(context_settings=CONTEXT)
+@click.option("--model", "model_path", required=True, type=click.Path(), help="model.pt written by `inrsr fit`.")
+@click.option("-o", "--output", type=click.Path(), help="Report file (default: report.html beside the model).")
+@click.option("--point", type=(float, float, float), metavar="X Y Z",
+              help="World point (mm, scanner RAS) the three planes pass through (default: the centre of the "
+                   "stacks' foregrounds).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@_fail_cleanly
+def report(model_path, output, point, overwrite):
+    """Rebuild the HTML report of a fit from its output folder (the volumes, model.pt and log.json
+    that `inrsr fit` wrote) and its input stacks, which must still exist.
+
+    One self-contained page: the inputs as acquired beside cubic interpolation and the outputs in
+    three planes, zoomed detail, foreground masks, the support of the field (distance to the
+    nearest measured voxel), registration, slice profiles, self-consistency, training curves and
+    the run's resources, with the fit's warnings at the top.
+    """
+    from inrsr.jobs.report import report_model
+
+    if point is not None and not all(math.isfinite(v) for v in point):
+        raise InputError(f"--point {' '.join(map(str, point))}: coordinates must be finite numbers (mm)")
+    path = report_model(model_path, output, point, overwrite)
+    click.echo(f"report written to {path}", err=True)
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("hr", type=click.Path())
 @click.option("--view", type=click.Choice(["axial", "coronal", "sagittal"]),
               help="Slices thick along S–I (axial), A–P (coronal) or L–R (sagittal).")
@@ -293,10 +339,11 @@ def check(model_path, holdout, output, overwrite, quiet):
 @_fail_cleanly
 def simulate(hr, view, axis, factor, profile, output, overwrite):
     """Make a thick-slice stack from an isotropic volume HR, with a BIDS sidecar (.json beside it)
-    giving its SliceThickness: one HR voxel for point samples, FACTOR voxels for a box."""
+    giving its SliceThickness (one HR voxel for point samples, FACTOR voxels for a box) and where
+    it came from."""
     from inrsr.jobs.tools import simulate_file
 
-    info = simulate_file(hr, output, view, axis, factor, profile, overwrite)
+    info = simulate_file(hr, output, view, axis, factor, profile, overwrite, command_line=_command_line())
     click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels, thick axis {info['axis']}, slices "
                f"{info['thickness_mm']:g} mm thick", err=True)
 
@@ -346,10 +393,10 @@ def baseline() -> None:
 @click.option("--overwrite", is_flag=True)
 @_fail_cleanly
 def cubic(input_path, ref, resolution, output, overwrite):
-    """Cubic B-spline interpolation of one stack."""
+    """Cubic B-spline interpolation of one stack, with a JSON sidecar (.json beside the output)."""
     from inrsr.jobs.tools import cubic_file
 
-    info = cubic_file(input_path, output, ref, resolution, overwrite)
+    info = cubic_file(input_path, output, ref, resolution, overwrite, command_line=_command_line())
     click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels", err=True)
 
 
@@ -367,11 +414,13 @@ def smore(input_path, ref, resolution, output, thickness, overwrite, quiet, **op
 
     In-plane slices degraded along one axis by the slice profile teach a 2D residual network to undo
     that degradation; it is applied to the through-plane slices of both orientations, averaged, and
-    the result is resampled (cubic) to the output grid. Everything is checked before training.
+    the result is resampled (cubic) to the output grid, with a JSON sidecar (.json beside it).
+    Everything is checked before training.
     """
     from inrsr.jobs.tools import smore_file
 
-    info = smore_file(input_path, output, ref, resolution, thickness, overwrite, progress=not quiet, **options)
+    info = smore_file(input_path, output, ref, resolution, thickness, overwrite, progress=not quiet,
+                      command_line=_command_line(), **options)
     if not quiet:
         click.echo(
             f"{output}: {'×'.join(map(str, info['shape']))} voxels; thick axis {info['thick_axis']}, ratio "

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 from inrsr.errors import InputError
 
-__all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "VARIANTS", "SCHEDULES", "SLICE_PROFILES", "option_field",
-           "option_name", "check_choices"]
+__all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "fit_config", "read_config_file", "VARIANTS", "SCHEDULES",
+           "SLICE_PROFILES", "option_field", "option_name", "check_choices"]
 
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
@@ -282,3 +282,71 @@ def preset(name: str, **overrides: Any) -> FitConfig:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return PRESETS[name].replace(**changes).validate()
+
+
+_JSON_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _checked_value(kind: str, value: Any) -> Any:
+    """``value`` of a field of type ``kind`` as read from JSON, or ``None`` when its JSON type is
+    wrong (a float field takes an integer; ``true`` is no number)."""
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind == "int":
+        return value if isinstance(value, int) else None
+    if kind == "float":
+        return float(value) if isinstance(value, (int, float)) else None
+    return value if isinstance(value, str) else None
+
+
+def read_config_file(path: str, cls: type[ToolConfig] = FitConfig) -> dict[str, Any]:
+    """The options in the JSON file ``path`` (a ``config.json`` written by ``inrsr fit``, or any
+    object holding some of the fields of ``cls``), each checked for its JSON type.
+
+    Raises :class:`InputError` naming the file: unreadable, not JSON, not an object, keys that
+    are not fields of ``cls`` (all of them named), or a value of the wrong type. The values'
+    ranges are checked by :func:`fit_config`.
+    """
+    from inrsr.io.files import check_input_file
+
+    p = check_input_file(path, "config file")
+    try:
+        content = json.loads(p.read_text())
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a JSON file (not text)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the config file ({exc.strerror or exc})") from None
+    if not isinstance(content, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+        raise InputError(f"{p}: expected a JSON object of options (as config.json), got "
+                         f"{kind.get(type(content), 'a number')}")
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    unknown = [k for k in content if k not in kinds]
+    if unknown:
+        raise InputError(f"{p}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+    values = {}
+    for name, value in content.items():
+        checked = _checked_value(kinds[name], value)
+        if checked is None:
+            expected = _JSON_TYPES.get(kinds[name], kinds[name])
+            raise InputError(f"{p}: {name} must be {expected}, got {json.dumps(value)}")
+        values[name] = checked
+    return values
+
+
+def fit_config(name: str, config_file: str | None = None, **overrides: Any) -> FitConfig:
+    """The configuration of a fit: preset ``name``, whose values the options of ``config_file``
+    (see :func:`read_config_file`) replace, then ``overrides`` (``None`` values ignored), validated.
+    An invalid value from the file is reported with the file's name."""
+    if config_file is None:
+        return preset(name, **overrides)
+    values = read_config_file(config_file)
+    try:
+        preset(name, **values)
+    except InputError as exc:
+        raise InputError(f"{config_file}: {exc}") from None
+    return preset(name, **{**values, **{k: v for k, v in overrides.items() if v is not None}})

@@ -9,7 +9,7 @@ import torch
 
 from inrsr.errors import InputError
 
-__all__ = ["resolve_device", "torch_threads", "autocast"]
+__all__ = ["resolve_device", "torch_threads", "thread_count", "autocast"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,6 +31,11 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def thread_count(n: int) -> int:
+    """The intra-op CPU threads that :func:`torch_threads` ``(n)`` uses (0: torch's default)."""
+    return n if n > 0 else torch.get_num_threads()
 
 
 def autocast(device: torch.device | str, precision: str) -> torch.autocast:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 
 from inrsr.errors import InputError
 
-__all__ = ["available_memory_bytes", "memory_budget_bytes", "check_memory", "format_bytes",
+__all__ = ["available_memory_bytes", "memory_budget_bytes", "check_memory", "format_bytes", "peak_rss_gb",
            "RENDER_BYTES_PER_VOXEL"]
 
 # Bytes a render holds per output voxel and contrast: the float32 field values, their rescaled
@@ -58,6 +59,12 @@ def memory_budget_bytes(limit_gb: float | None) -> int:
     if not (math.isfinite(limit_gb) and limit_gb > 0):
         raise InputError(f"--max-memory must be a positive number of GB, got {limit_gb}")
     return int(limit_gb * 1024**3)
+
+
+def peak_rss_gb() -> float:
+    """The most memory this process has held so far (peak resident set size), GiB (Linux reports
+    ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def format_bytes(n: float) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from tests.report.browser import CHROMIUM
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "INRSR_DATA"
@@ -30,3 +33,14 @@ def shared_data() -> Path:
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``browser`` are skipped, by their marker and with the reason shown by ``-ra``,
+    where Chromium is not installed; nothing else is ever skipped."""
+    if shutil.which(CHROMIUM):
+        return
+    skip = pytest.mark.skip(reason=f"browser: no Chromium at {CHROMIUM} (apt-get install chromium, or set INRSR_CHROMIUM)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

@@ -145,3 +145,57 @@ def test_simulate_former_profile_name_warns_and_matches_box(stacks):
     a, b = (np.asarray(nib.load(str(tmp / f)).dataobj) for f in ("slab.nii.gz", "box.nii.gz"))
     np.testing.assert_array_equal(a, b)
     assert (tmp / "slab.json").read_text() == (tmp / "box.json").read_text()
+
+
+def test_config_file_errors_are_one_line_naming_the_file(stacks):
+    tmp, good1, _ = stacks
+    bad = tmp / "config.json"
+    for content, message in (('{"lr": "fast"}', 'lr must be a number, got "fast"'),
+                             ('{"lr": 0.01, "colour": 1}', "unknown option 'colour'"),
+                             ('{"width": 0}', "--width must be positive, got 0"),
+                             ("{", "not valid JSON (Expecting property name enclosed in double quotes at line 1, "
+                                   "column 2)")):
+        bad.write_text(content)
+        code, err = run(["fit", "--t1", good1, "-o", tmp / "out", "--config", bad])
+        assert (code, err) == (2, f"inrsr: error: {bad}: {message}")
+    code, err = run(["fit", "--t1", good1, "-o", tmp / "out", "--config", tmp / "none.json"])
+    assert (code, err) == (2, f"inrsr: error: {tmp / 'none.json'}: file not found")
+    bad.write_text('{"width": 8}')  # a valid file; the invalid option given beside it is named alone
+    code, err = run(["fit", "--t1", good1, "-o", tmp / "out", "--config", bad, "--lr", "-1"])
+    assert (code, err) == (2, "inrsr: error: --lr must be positive, got -1.0")
+    assert not (tmp / "out").exists()
+
+
+def test_quiet_and_verbose_exclude_each_other(stacks):
+    tmp, good1, _ = stacks
+    code, err = run(["fit", "--t1", good1, "-o", tmp / "out", "--quiet", "--verbose"])
+    assert (code, err) == (2, "inrsr: error: --quiet and --verbose exclude each other; give one of them")
+    assert not (tmp / "out").exists()
+
+
+def test_sidecars_are_claimed_outputs(stacks):
+    """A contrast whose sidecar would be another output, an existing sidecar, and an input's own
+    sidecar (read for its thickness) are refused before anything is written."""
+    tmp, good1, good2 = stacks
+    check_error(*run(["fit", "--stack", f"log={good1}", "-o", tmp / "out"]),
+                "contrast name 'log': its output log.json would replace the fit's own log.json")
+    check_error(*run(["fit", "--t2", good2, "--stack", f"mask-1_t2={good1}", "-o", tmp / "out"]),
+                "contrast name 'mask-1_t2': its output mask-1_t2.nii.gz would replace")
+    assert not (tmp / "out").exists()
+    out = tmp / "out"
+    out.mkdir()
+    (out / "mask-1_t1.json").write_text("{}")
+    code, err = run(["fit", "--t1", good1, "-o", out])
+    assert (code, err) == (2, f"inrsr: error: {out / 'mask-1_t1.json'}: output exists (use --overwrite to replace it)")
+    (out / "mask-1_t1.json").unlink()
+    inside = write_nifti(out / "t1.nii", np.random.default_rng(2).uniform(size=(12, 12, 4)).astype(np.float32), AFF)
+    (out / "t1.json").write_text('{"SliceThickness": 3.0}')
+    code, err = run(["fit", "--t1", inside, "-o", out, "--overwrite"])
+    assert (code, err) == (2, f"inrsr: error: {out / 't1.json'}: would overwrite the input {out / 't1.json'}; "
+                              "choose another output")
+    code, err = run(["baseline", "cubic", "--input", inside, "-o", out / "t1.nii.gz", "--overwrite"])
+    assert code == 2 and "t1.json: would overwrite the input" in err
+    (tmp / "c.json").write_text("{}")
+    code, err = run(["baseline", "cubic", "--input", good1, "-o", tmp / "c.nii.gz"])
+    assert (code, err) == (2, f"inrsr: error: {tmp / 'c.json'}: output exists (use --overwrite to replace it)")
+    assert sorted(p.name for p in out.iterdir()) == ["t1.json", "t1.nii"] and not (tmp / "c.nii.gz").exists()

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inrsr.config import FitConfig
 from inrsr.device import autocast, resolve_device, torch_threads
@@ -26,6 +24,7 @@ from inrsr.errors import FitError, InputError
 from inrsr.field.network import Field, build_field
 from inrsr.fit.monitor import MIPlateau, predict_mi
 from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser
+from inrsr.fit.progress import PROGRESS_EVERY_S, Progress
 from inrsr.fit.state import InterruptFlag, load_fit_state, save_fit_state
 from inrsr.fit.step import StepData, train_step
 from inrsr.register.poses import StackPoses, registration_roles
@@ -34,6 +33,8 @@ from inrsr.samples.training_set import TrainingSet
 __all__ = ["FitResult", "Trainer", "fit_field"]
 
 StepCallback = Callable[[int, float, Field], None]
+# Rows of the loss curve a fit records (one every total_steps / LOSS_POINTS steps).
+LOSS_POINTS = 100
 
 
 @dataclass
@@ -44,11 +45,14 @@ class FitResult:
         ``lr``, ``mi``, ``seconds`` (wall time since the start of the fit).
     mi_curve : one dict per MI evaluation: ``step``, ``epoch`` (fractional), ``mi`` (mean over
         contrast pairs) and ``mi_<a>_<b>`` per pair.
+    loss_curve : about :data:`LOSS_POINTS` dicts over the run: ``step`` and ``loss_<contrast>``,
+        the mean training loss of each contrast over the steps since the previous row.
     """
 
     field: Field
     epochs: list[dict] = field(default_factory=list)
     mi_curve: list[dict] = field(default_factory=list)
+    loss_curve: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     stopped_by: str = "limit"  # "limit" (steps/epochs), "mi" (early stopping) or "time"
     poses: StackPoses | None = None  # the learned stack transforms (``config.register``)
@@ -153,6 +157,7 @@ class Trainer:
         self.resumed_rng: torch.Tensor | None = None
         self.sums = torch.zeros(len(contrasts), dtype=torch.float64, device=device)
         self.counts = torch.zeros(len(contrasts), dtype=torch.float64, device=device)
+        self.curve_sums, self.curve_counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
         self.stop, self.last_mi, self.loss = False, float("nan"), None
         self.finished = False  # restored from the state of a fit that had ended
 
@@ -170,6 +175,7 @@ class Trainer:
             self.optimiser.load_state_dict(saved["optimiser"])
         self.monitor.load_state(saved["monitor"])
         self.result.epochs, self.result.mi_curve = saved["epochs"], saved["mi_curve"]
+        self.result.loss_curve = list(saved.get("loss_curve", []))
         self.step, self.first_epoch, self.first_batch = saved["step"], saved["epoch"], saved["batch"]
         self.elapsed, self.epoch_rng, self.resumed_rng = saved["seconds"], saved["epoch_rng"], saved["rng"]
         self.sums, self.counts = saved["sums"].to(self.device), saved["counts"].to(self.device)
@@ -186,22 +192,21 @@ class Trainer:
             "stopped_by": self.result.stopped_by, "stopped_early": self.result.stopped_early,
             "optimiser": None if finished else self.optimiser.state_dict(), "monitor": self.monitor.state(),
             "epochs": self.result.epochs,
-            "mi_curve": self.result.mi_curve, "step": self.step, "epoch": epoch, "batch": batch,
+            "mi_curve": self.result.mi_curve, "loss_curve": self.result.loss_curve, "step": self.step, "epoch": epoch, "batch": batch,
             "seconds": time.perf_counter() - self.start, "epoch_rng": self.epoch_rng,
             "rng": self.generator.get_state(), "sums": self.sums.cpu(), "counts": self.counts.cpu(),
         })
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, progress: bool) -> FitResult:
-        """Train until the step or epoch limit, the time limit or MI early stopping."""
+    def run(self, progress: bool, progress_every_s: float = PROGRESS_EVERY_S) -> FitResult:
+        """Train until the step or epoch limit, the time limit or MI early stopping; with
+        ``progress``, a bar on stderr (a line every ``progress_every_s`` seconds when stderr is
+        not a terminal, see :class:`~inrsr.fit.progress.Progress`)."""
         plan = self.plan
         self.start = time.perf_counter() - self.elapsed
         self.last_save = time.perf_counter()
-        self.bar = tqdm(
-            total=plan.total_steps, initial=self.step, desc="fit", unit="step", file=sys.stderr, dynamic_ncols=True,
-            disable=not progress or not sys.stderr.isatty(),
-        )
+        self.bar = Progress(plan.total_steps, "fit", initial=self.step, enabled=progress, every_s=progress_every_s)
         self.last_mi = self.result.mi_curve[-1]["mi"] if self.result.mi_curve else float("nan")
         self.lr = learning_rate_at(self.step, plan.steps_per_epoch, plan.total_steps, self.config)
         try:
@@ -248,9 +253,12 @@ class Trainer:
             self.check_finite()
             self.sums += per_sum.detach().double()
             self.counts += per_n.double()
+            self.curve_sums += per_sum.detach().double()
+            self.curve_counts += per_n.double()
             self.step += 1
-            self.bar.update(1)
+            self.record_loss()
             self.probe()
+            self.bar.update(1)  # after the probe, so that a progress line shows this step's loss and MI
             if self.stop:
                 break
             if self.interrupted.raised:
@@ -285,10 +293,24 @@ class Trainer:
             mi = predict_mi(self.model, self.mi_coords, config.mi_bins)
             self.last_mi = mi["mi"]
             result.mi_curve.append({"step": self.step, "epoch": self.step / self.plan.steps_per_epoch, **mi})
-            self.bar.set_postfix(loss=f"{self.loss.item():.2e}", mi=f"{self.last_mi:.4f}")
             if self.monitor.update(self.last_mi) and config.early_stopping:
                 result.stopped_early, result.stopped_by = True, "mi"
                 self.stop = True
+        if self.step % self.plan.mi_every == 0:
+            self.bar.note(loss=f"{self.loss.item():.2e}", **({"MI": f"{self.last_mi:.4f}"} if self.use_mi else {}))
+
+    def record_loss(self, last: bool = False) -> None:
+        """Every ``total_steps / LOSS_POINTS`` steps (and, with ``last``, for the steps since the
+        previous row when the fit ends), a row of :attr:`FitResult.loss_curve`: mean loss per
+        contrast since the previous row."""
+        every = max(1, self.plan.total_steps // LOSS_POINTS)
+        if (self.step % every and not last) or not float(self.curve_counts.sum()):
+            return
+        mean = (self.curve_sums / self.curve_counts.clamp(min=1)).cpu().numpy()
+        self.result.loss_curve.append({"step": self.step, **{f"loss_{c}": float(v) for c, v in
+                                                             zip(self.contrasts, mean)}})
+        self.curve_sums.zero_()
+        self.curve_counts.zero_()
 
     def record_epoch(self, epoch: int) -> None:
         """One row of :attr:`FitResult.epochs`: mean loss per contrast over the epoch's steps."""
@@ -307,6 +329,7 @@ class Trainer:
         result = self.result
         if self.plan.c2f:
             self.model.set_detail_mm(None)
+        self.record_loss(last=True)
         result.steps = self.step
         result.seconds = time.perf_counter() - self.start
         k = self.data.weights.shape[1]
@@ -326,6 +349,7 @@ def fit_field(
     state_path: str | os.PathLike | None = None,
     resume: bool = False,
     initial_poses: np.ndarray | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> FitResult:
     """Fit a new field to ``train``: Adam on the sum over contrasts of each contrast's MSE.
 
@@ -346,10 +370,13 @@ def fit_field(
 
     ``initial_poses`` ``(S, 6)``: each stack's starting rotation (degrees) and shift (mm) when
     registering, e.g. from :func:`inrsr.register.rigid.align_rigid`; zero by default.
+
+    ``progress``: a bar on stderr, or when stderr is not a terminal a line every
+    ``progress_every_s`` seconds (see :class:`~inrsr.fit.progress.Progress`).
     """
     device = resolve_device(config.device)
     with torch_threads(config.threads):
         trainer = Trainer(train, contrasts, config, device, initial_poses, callback, state_path)
         if resume:
             trainer.restore(load_fit_state(state_path, config, len(train)))
-        return trainer.run(progress)
+        return trainer.run(progress, progress_every_s)

@@ -20,7 +20,8 @@ from inrsr.errors import InputError
 __all__ = [
     "atomic_path", "temporary_name", "remove_stale_temporaries", "write_text", "write_json", "write_csv",
     "check_input_file", "check_writable", "refuse_existing", "refuse_inputs", "check_output_folder",
-    "check_output_file", "OutputLock", "sidecar_path", "write_thickness_sidecar", "sidecar_thickness",
+    "check_output_file", "OutputLock", "sidecar_path", "with_sidecars", "write_sidecar", "write_thickness_sidecar",
+    "sidecar_thickness",
 ]
 
 # A temporary file of :func:`atomic_path`: ``.<final name>.<pid>.<random>.tmp<suffix>``.
@@ -265,6 +266,25 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     name = p.name
     stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
     return p.with_name(stem + ".json")
+
+
+def with_sidecars(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
+    """Each of ``paths`` (``None`` skipped) followed by its JSON sidecar when it is a NIfTI name:
+    the files a run reads (an input's sidecar is read for its ``SliceThickness``) or writes."""
+    listed: list[Path] = []
+    for p in paths:
+        if p is None:
+            continue
+        listed.append(Path(p))
+        if str(p).lower().endswith((".nii", ".nii.gz")):
+            listed.append(sidecar_path(p))
+    return listed
+
+
+def write_sidecar(path: str | os.PathLike, content: dict) -> Path:
+    """Write ``content`` as the JSON sidecar of the image at ``path`` (atomically); returns the
+    sidecar's path."""
+    return write_json(sidecar_path(path), content)
 
 
 def write_thickness_sidecar(path: str | os.PathLike, thickness_mm: float) -> Path:

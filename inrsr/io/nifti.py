@@ -222,23 +222,25 @@ def check_finite_volumes(volumes: dict[str, np.ndarray], paths: dict[str, Path] 
 
 
 def save_nifti(
-    data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, codes: HeaderCodes | None = None
+    data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, codes: HeaderCodes | None = None,
+    dtype: type = np.float32,
 ) -> Path:
-    """Write ``data`` as float32 NIfTI atomically (temporary file in the same folder, then rename).
+    """Write ``data`` as NIfTI of ``dtype`` (float32; ``np.uint8`` for masks) atomically (temporary
+    file in the same folder, then rename).
 
     The header gets ``affine`` as both qform and sform with the codes and units of ``codes``
     (kept as they are; when both codes are 0 the sform code becomes 1 so the affine is used).
     """
     codes = codes or HeaderCodes()
     p = Path(path)
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
     qform_code, sform_code = codes.qform_code, codes.sform_code
     if qform_code == 0 and sform_code == 0:  # neither would be honoured by readers
         sform_code = 1
     img.set_qform(affine, code=qform_code)
     img.set_sform(affine, code=sform_code)
     img.header.set_xyzt_units(codes.xyz_unit, codes.t_unit)
-    img.header.set_data_dtype(np.float32)
+    img.header.set_data_dtype(dtype)
     with atomic_path(p) as tmp:
         nib.save(img, tmp)
     return p

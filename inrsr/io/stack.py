@@ -41,6 +41,9 @@ class Stack:
     thickness_mm : slice thickness along :attr:`slice_axis`; defaults to the slice spacing.
     mask : optional boolean foreground array of the same shape.
     codes : qform/sform codes and units of the source header.
+    thickness_from_sidecar : whether :attr:`thickness_mm` was read from the image's BIDS sidecar
+        (``SliceThickness``) rather than given by the caller (``--thickness``).
+    mask_path : the file :attr:`mask` was read from (``--mask``), if any.
     """
 
     data: np.ndarray
@@ -50,6 +53,8 @@ class Stack:
     thickness_mm: float | None = None
     mask: np.ndarray | None = None
     codes: HeaderCodes = field(default_factory=HeaderCodes)
+    thickness_from_sidecar: bool = False
+    mask_path: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -70,6 +75,15 @@ class Stack:
     @property
     def slice_thickness_mm(self) -> float:
         return float(self.thickness_mm) if self.thickness_mm else self.slice_spacing_mm
+
+    @property
+    def thickness_source(self) -> str:
+        """Where :attr:`slice_thickness_mm` comes from: ``sidecar`` (a BIDS sidecar's
+        ``SliceThickness``), ``option`` (given: ``--thickness``) or ``spacing`` (none given: the
+        slice spacing is assumed)."""
+        if not self.thickness_mm:
+            return "spacing"
+        return "sidecar" if self.thickness_from_sidecar else "option"
 
     def describe(self) -> str:
         sp = "×".join(f"{s:.3g}" for s in self.spacing_mm)
@@ -123,7 +137,8 @@ def load_stack(
         raise InputError(f"{p}: contains NaN or infinite values")
     if float(data.max()) == float(data.min()):
         raise InputError(f"{p}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
-    if thickness_mm is None:
+    from_sidecar = thickness_mm is None
+    if from_sidecar:
         thickness_mm = sidecar_thickness(p)
     stack = Stack(
         data=data,
@@ -132,10 +147,12 @@ def load_stack(
         path=str(p),
         thickness_mm=thickness_mm,
         codes=HeaderCodes.from_header(img.header),
+        thickness_from_sidecar=from_sidecar and thickness_mm is not None,
     )
     _check_slices(stack)
     if mask_path is not None:
         stack.mask = load_mask(mask_path, data.shape, img.affine)
+        stack.mask_path = str(mask_path)
     return stack
 
 

@@ -78,7 +78,8 @@ def run_demo(out_dir: str | os.PathLike, config: FitConfig, overwrite: bool = Fa
         f"| {r['contrast']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_paper']:.2f} | {r['mi']:.3f} |"
         for r in rows
     ]
-    lines += ["", f"outputs in {out}/: fit/ (volumes, model.pt, logs, mi.png), cubic/, metrics.md, demo.png"]
+    lines += ["", f"outputs in {out}/: fit/ (volumes, model.pt, logs, report.html: open it in a browser), "
+                  "cubic/, metrics.md, demo.png"]
     table = "\n".join(lines)
     write_text(out / "metrics.md", table + "\n")
     return table

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inrsr.config import FitConfig
-from inrsr.errors import FitError, InputError, Interrupted
+from inrsr.errors import FitError, InputError, Interrupted, recorded_warnings
 from inrsr.geometry import Grid, union_box
-from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs
+from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs, with_sidecars
 from inrsr.io.grids import output_grid
 from inrsr.io.nifti import HeaderCodes, check_finite_volumes
 from inrsr.io.stack import Stack, StackSpec, load_stacks
-from inrsr.jobs.outputs import STATE_FILE, fit_output_paths, stack_records, write_fit_outputs
+from inrsr.io.provenance import source_hashes
+from inrsr.jobs.outputs import STATE_FILE, FitRun, fit_output_paths, stack_records, write_fit_outputs
 
 if TYPE_CHECKING:
     from inrsr.jobs.reconstruct import Reconstruction
@@ -56,7 +57,7 @@ class FitRequest:
         """Refuse to write over an input, over existing outputs (unless ``overwrite`` or
         ``resume``) or over an interrupted fit's state (unless ``overwrite`` discards it or
         ``resume`` continues it)."""
-        refuse_inputs([*self.paths.values(), self.state_path], self.inputs)
+        refuse_inputs([*self.paths.values(), self.state_path], with_sidecars(self.inputs))
         if self.resume and not self.state_path.is_file():
             raise InputError(f"{self.state_path}: no interrupted fit to resume")
         if self.state_path.exists() and not (self.resume or self.overwrite):
@@ -66,13 +67,14 @@ class FitRequest:
 
 
 def _summary(recon: Reconstruction, stacks: list, grid, ref: str | None, paths: dict, seconds: dict,
-             transforms: list[dict] | None) -> dict:
+             transforms: list[dict] | None, run: FitRun) -> dict:
     """What ``log.json`` says of a fit (beside its epochs and MI curve) and the job returns."""
     result = recon.fit
     return {
+        **run.log_record(),
         "outputs": {k: str(v) for k, v in paths.items()},
         "grid": {"shape": list(grid.shape), "affine": grid.affine.tolist(), "reference": ref},
-        "stacks": stack_records(stacks, recon, transforms),
+        "stacks": stack_records(stacks, recon, transforms, run.sources),
         "n_train_points": len(recon.train),
         "steps": result.steps,
         "epochs_run": len(result.epochs),
@@ -103,7 +105,7 @@ def check_fit_request(
     grid, ref_codes = output_grid(box, ref, resolution_mm, finest, len(contrasts), max_memory_gb)
     request = FitRequest(
         stacks, config, grid, ref, ref_codes, resolution_mm, finest,
-        fit_output_paths(out, contrasts, registering), out / STATE_FILE,
+        fit_output_paths(out, [s.contrast for s in stacks], registering), out / STATE_FILE,
         [p for s in specs for p in (s.path, s.mask_path)] + [ref], overwrite, resume, max_memory_gb,
     )
     request.claim_outputs()
@@ -120,6 +122,9 @@ def fit_subject(
     progress: bool = True,
     resume: bool = False,
     max_memory_gb: float | None = None,
+    command_line: list[str] | None = None,
+    preset_name: str | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Load stacks, fit a field, render every contrast and write all outputs into ``out_dir``.
 
@@ -135,45 +140,65 @@ def fit_subject(
     the state. With ``config.register``, each stack is first aligned to the reference stack by
     MI, then its transform is refined with the field; the transforms are written to
     ``transforms.json``. Returns a summary dict (paths, grid, timings, early-stopping outcome,
-    transforms).
+    transforms, and what :meth:`~inrsr.jobs.outputs.FitRun.log_record` says of the run).
+
+    Every volume and mask gets a JSON sidecar (:mod:`inrsr.io.provenance`) naming the inputs
+    with their SHA-256, ``command_line`` (the command as typed, ``None`` from Python) and, with
+    ``preset_name`` (the preset ``config`` started from), the options changed from it. The input
+    warnings shown during the call are listed in ``log.json``. ``verbose``: a line on stderr as
+    each phase ends, and progress lines every 5 s instead of 30 s when stderr is not a terminal.
     """
-    request = check_fit_request(specs, config, out_dir, ref, resolution_mm, overwrite, resume, max_memory_gb)
-    from inrsr.device import resolve_device
+    with recorded_warnings() as seen:
+        run = FitRun(command_line, preset_name, warnings=seen, verbose=verbose)
+        request = check_fit_request(specs, config, out_dir, ref, resolution_mm, overwrite, resume, max_memory_gb)
+        from inrsr.device import resolve_device, thread_count
 
-    resolve_device(request.config.device)
-    state_path = request.state_path
-    with OutputLock(state_path.parent):
-        request.claim_outputs()  # again: another run may have written there since
-        try:
-            return _fit_and_write(request, progress)
-        except FitError:
-            state_path.unlink(missing_ok=True)  # a diverged fit's state would diverge again
-            raise
-        except KeyboardInterrupt:
-            if state_path.is_file():
-                raise Interrupted(f"interrupted; {state_path} keeps the fit: run the same command with --resume "
-                                  "to finish it") from None
-            raise Interrupted(f"interrupted before the fit began; nothing was written to {state_path.parent}") from None
+        run.device = str(resolve_device(request.config.device))
+        run.threads = thread_count(request.config.threads)
+        state_path = request.state_path
+        with OutputLock(state_path.parent):
+            request.claim_outputs()  # again: another run may have written there since
+            try:
+                return _fit_and_write(request, progress, run)
+            except FitError:
+                state_path.unlink(missing_ok=True)  # a diverged fit's state would diverge again
+                raise
+            except KeyboardInterrupt:
+                if state_path.is_file():
+                    raise Interrupted(f"interrupted; {state_path} keeps the fit: run the same command with --resume "
+                                      "to finish it") from None
+                raise Interrupted(f"interrupted before the fit began; nothing was written to {state_path.parent}") \
+                    from None
 
 
-def _fit_and_write(request: FitRequest, progress: bool) -> dict:
+def _fit_and_write(request: FitRequest, progress: bool, run: FitRun) -> dict:
     """The locked part of :func:`fit_subject`: fit, render, check, write, then drop the state."""
+    from inrsr.fit.progress import PROGRESS_EVERY_S, VERBOSE_EVERY_S
     from inrsr.jobs.reconstruct import reconstruct, training_set
     from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
     from inrsr.render import render_subject
 
     stacks, config, grid, paths = request.stacks, request.config, request.grid, request.paths
     t0 = time.perf_counter()
+    run.sources = source_hashes(request.inputs)
+    for k, s in enumerate(stacks, start=1):
+        run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "
+                f"{'given' if s.mask is not None else 'estimated'}")
     subject, train = training_set(stacks, config)
+    run.say(f"training set: {len(train)} voxels ({time.perf_counter() - t0:.1f} s)")
     foregrounds = [m for m, _ in subject.foregrounds]
     warn_if_unrelated(stacks, foregrounds)
     init = None
     if request.registering and not request.resume:
         init = initial_alignment(stacks, config.register_stack, foregrounds, progress)
+        run.say(f"initial alignment by MI done ({time.perf_counter() - t0:.1f} s since the start)")
     t_prep = time.perf_counter() - t0
 
     recon = reconstruct(stacks, config, prepared=(subject, train), progress=progress, state_path=request.state_path,
-                        resume=request.resume, initial_poses=init)
+                        resume=request.resume, initial_poses=init,
+                        progress_every_s=VERBOSE_EVERY_S if run.verbose else PROGRESS_EVERY_S)
+    run.say(f"fit: {recon.fit.steps} steps in {recon.fit.seconds:.1f} s (stopped by {recon.fit.stopped_by}); "
+            f"data consistency: {recon.consistency_s:.1f} s")
     transforms = None
     if recon.matrices is not None:
         transforms = registration_report(stacks, recon.matrices, config.register_stack)
@@ -184,10 +209,14 @@ def _fit_and_write(request: FitRequest, progress: bool) -> dict:
     t1 = time.perf_counter()
     volumes = render_subject(recon.field, grid, recon.subject, config)
     t_render = time.perf_counter() - t1
+    run.say(f"render: {'×'.join(map(str, grid.shape))} voxels in {t_render:.1f} s")
     check_finite_volumes(volumes, paths)
 
-    summary = _summary(recon, stacks, grid, request.ref, paths, {"prepare": t_prep, "render": t_render}, transforms)
+    t2 = time.perf_counter()
+    summary = _summary(recon, stacks, grid, request.ref, paths, {"prepare": t_prep, "render": t_render}, transforms,
+                       run)
     write_fit_outputs(paths, volumes, grid, request.ref_codes or stacks[0].codes, config, recon, stacks, summary,
-                      transforms)
+                      transforms, run, request.ref)
+    run.say(f"wrote {len(paths)} files to {request.state_path.parent} ({time.perf_counter() - t2:.1f} s)")
     request.state_path.unlink(missing_ok=True)
     return summary

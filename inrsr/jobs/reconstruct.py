@@ -15,6 +15,7 @@ from inrsr.field.base import cubic_base
 from inrsr.field.correction import stack_residuals
 from inrsr.field.network import Field
 from inrsr.fit.loop import FitResult, StepCallback, fit_field
+from inrsr.fit.progress import PROGRESS_EVERY_S
 from inrsr.io.stack import Stack
 from inrsr.register.joint import registered_stacks
 from inrsr.samples.training_set import Subject, TrainingSet, build_training_set
@@ -96,18 +97,19 @@ def reconstruct(
     state_path: str | os.PathLike | None = None,
     resume: bool = False,
     initial_poses: np.ndarray | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> Reconstruction:
     """Fit one field to ``stacks`` and make it consistent with their voxels.
 
     ``prepared``: the result of :func:`training_set` for these stacks and options, when the
     caller needed it before the fit (otherwise it is built here). ``exclude``: voxels held out
-    per stack. ``progress``, ``callback``, ``state_path``, ``resume`` and ``initial_poses`` are
-    those of :func:`~inrsr.fit.loop.fit_field`. With registration, the stacks, their foregrounds
-    and the residuals are taken where the fit placed the stacks.
+    per stack. ``progress``, ``callback``, ``state_path``, ``resume``, ``initial_poses`` and
+    ``progress_every_s`` are those of :func:`~inrsr.fit.loop.fit_field`. With registration, the
+    stacks, their foregrounds and the residuals are taken where the fit placed the stacks.
     """
     subject, train = prepared if prepared is not None else training_set(stacks, config, exclude)
     result = fit_field(train, subject.contrasts, config, progress=progress, callback=callback, state_path=state_path,
-                       resume=resume, initial_poses=initial_poses)
+                       resume=resume, initial_poses=initial_poses, progress_every_s=progress_every_s)
     matrices, moved = None, list(stacks)
     if result.poses is not None:
         matrices = result.poses.world_matrices(subject.normaliser)

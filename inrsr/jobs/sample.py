@@ -11,13 +11,27 @@ from inrsr.device import resolve_device
 from inrsr.errors import InputError, Interrupted
 from inrsr.field.checkpoint import load_checkpoint
 from inrsr.geometry import voxel_sizes_mm
-from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs
+from inrsr.io.files import (
+    OutputLock, check_output_folder, refuse_existing, refuse_inputs, sidecar_path, with_sidecars, write_sidecar,
+)
 from inrsr.io.grids import output_grid
 from inrsr.io.nifti import check_finite_volumes, save_nifti
-from inrsr.jobs.outputs import volume_paths
+from inrsr.io.provenance import file_sha256, utc_now, volume_sidecar
+from inrsr.jobs.outputs import volume_description, volume_paths
 from inrsr.render import render_subject
 
-__all__ = ["sample_model"]
+__all__ = ["sample_model", "model_sources"]
+
+
+def model_sources(model_path: str | os.PathLike, stack_records: list[dict]) -> dict[str, str | None]:
+    """Absolute path → SHA-256 of the model file and of the input stacks recorded in it (their
+    hashes as recorded when fitted; ``None`` for a model written before they were)."""
+    sources: dict[str, str | None] = {os.path.abspath(model_path): file_sha256(model_path)}
+    for record in stack_records:
+        path, sha = record.get("path"), record.get("sha256")
+        if isinstance(path, str):
+            sources[path] = sha if isinstance(sha, str) else None
+    return sources
 
 
 def sample_model(
@@ -29,6 +43,7 @@ def sample_model(
     device: str = "auto",
     threads: int = 0,
     max_memory_gb: float | None = None,
+    command_line: list[str] | None = None,
 ) -> dict:
     """Re-render a saved model on a new grid (``ref`` or an isotropic ``resolution_mm`` grid).
 
@@ -36,7 +51,8 @@ def sample_model(
     model file is validated and the grid checked against the memory budget (``max_memory_gb``,
     default: what is available) before anything is rendered; the output folder is locked for
     the run; no output may be the model or the reference; volumes that are not finite are
-    never written.
+    never written. Each volume gets a JSON sidecar (:mod:`inrsr.io.provenance`) whose sources
+    are the model file and the stacks it was fitted to, with ``command_line``.
     """
     if threads < 0:
         raise InputError(f"--threads must be 0 (all) or positive, got {threads}")
@@ -45,11 +61,13 @@ def sample_model(
     grid, ref_codes = output_grid(subject.box, ref, resolution_mm, finest, len(subject.contrasts), max_memory_gb)
     out = check_output_folder(out_dir)
     paths = volume_paths(out, subject.contrasts)
-    refuse_inputs(paths.values(), [model_path, ref])
-    refuse_existing(paths.values(), overwrite)
+    written = with_sidecars(paths.values())
+    refuse_inputs(written, with_sidecars([model_path, ref]))
+    refuse_existing(written, overwrite)
     resolve_device(device)
+    date, sources = utc_now(), model_sources(model_path, payload["stacks"])
     with OutputLock(out):
-        refuse_existing(paths.values(), overwrite)  # again: another run may have written meanwhile
+        refuse_existing(written, overwrite)  # again: another run may have written meanwhile
         try:
             t0 = time.perf_counter()
             volumes = render_subject(model, grid, subject, config, device, threads)
@@ -57,7 +75,11 @@ def sample_model(
             check_finite_volumes(volumes, paths)
             for c in subject.contrasts:
                 save_nifti(volumes[c], grid.affine, paths[c], ref_codes or codes)
+                write_sidecar(paths[c], volume_sidecar(volume_description(c, config, model_path), c, grid, sources,
+                                                       command_line, reference=ref, date=date))
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted; the volumes written to {out} so far are complete, the others were "
                               "not started") from None
-    return {"outputs": {k: str(v) for k, v in paths.items()}, "grid": {"shape": list(grid.shape)}, "seconds": seconds}
+    outputs = {k: str(v) for k, v in paths.items()}
+    outputs.update({sidecar_path(v).name: str(sidecar_path(v)) for v in paths.values()})
+    return {"outputs": outputs, "grid": {"shape": list(grid.shape)}, "seconds": seconds}

@@ -3,32 +3,45 @@ against a truth, and the two baselines (cubic interpolation, SMORE) on one stack
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from inrsr.errors import InputError
+from inrsr.geometry import Grid
 from inrsr.io.files import (
-    check_output_file, check_writable, refuse_existing, refuse_inputs, sidecar_path, write_thickness_sidecar,
+    check_output_file, check_writable, refuse_existing, refuse_inputs, sidecar_path, with_sidecars, write_sidecar,
 )
 from inrsr.io.nifti import NIFTI_SUFFIXES, HeaderCodes, check_finite_volumes, load_image, load_mask, save_nifti
+from inrsr.io.provenance import source_hashes, volume_sidecar
 
 __all__ = ["simulate_file", "evaluate_files", "cubic_file", "smore_file"]
 
 
+def _claim_output(output: str, inputs: list[str | None], overwrite: bool) -> None:
+    """``output`` and its JSON sidecar as the outputs of a single-file job: a NIfTI name in a
+    writable folder, refused when either exists (unless ``overwrite``) or is one of ``inputs``
+    or their sidecars."""
+    check_output_file(output, overwrite, NIFTI_SUFFIXES)
+    refuse_inputs(with_sidecars([output]), with_sidecars(inputs))
+    refuse_existing([sidecar_path(output)], overwrite)
+
+
 def simulate_file(
-    hr: str, output: str, view: str | None, axis: int | None, factor: int, profile: str, overwrite: bool
+    hr: str, output: str, view: str | None, axis: int | None, factor: int, profile: str, overwrite: bool,
+    command_line: list[str] | None = None,
 ) -> dict:
     """Write a thick-slice stack simulated from the isotropic volume ``hr`` (see
     :func:`inrsr.acquisition.simulate.simulate_stack`), with a BIDS sidecar giving its
-    ``SliceThickness``. Thick along ``view`` or array ``axis`` (exactly one of them)."""
+    ``SliceThickness`` and its provenance (:mod:`inrsr.io.provenance`, with ``command_line``).
+    Thick along ``view`` or array ``axis`` (exactly one of them)."""
     from inrsr.acquisition.profiles import profile_name
     from inrsr.acquisition.simulate import PROFILES, simulate_stack, simulated_thickness_mm, view_axis
 
     if (view is None) == (axis is None):
         raise InputError("give exactly one of --view or --axis")
     profile = profile_name(profile, allowed=PROFILES)
-    check_output_file(output, overwrite, NIFTI_SUFFIXES)
-    refuse_inputs([output, sidecar_path(output)], [hr, sidecar_path(hr)])
-    refuse_existing([sidecar_path(output)], overwrite)
+    _claim_output(output, [hr], overwrite)
     data, img = load_image(hr, "volume")
     ax = axis if axis is not None else view_axis(img.affine, view)
     if data.shape[ax] < factor:
@@ -36,7 +49,10 @@ def simulate_file(
     lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
     thickness = simulated_thickness_mm(img.affine, ax, factor, profile)
     save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
-    write_thickness_sidecar(output, thickness)
+    description = (f"thick-slice stack simulated from {os.path.abspath(hr)}: thick along its array axis {ax}, "
+                   f"{profile} slice profile, slices {factor} voxels apart, in its intensity units")
+    write_sidecar(output, volume_sidecar(description, None, Grid(lr.shape, lr_affine), source_hashes([hr]),
+                                         command_line, extra={"SliceThickness": float(thickness)}))
     return {"shape": list(lr.shape), "axis": ax, "thickness_mm": thickness}
 
 
@@ -56,27 +72,33 @@ def evaluate_files(pred: str, truth: str, mask: str | None) -> dict:
     return {"mask_voxels": int(m.sum()), **evaluate(p, t, m)}
 
 
-def cubic_file(input_path: str, output: str, ref: str | None, resolution: float | None, overwrite: bool) -> dict:
-    """Cubic B-spline interpolation of one stack onto ``ref``'s grid or an isotropic grid."""
+def cubic_file(input_path: str, output: str, ref: str | None, resolution: float | None, overwrite: bool,
+               command_line: list[str] | None = None) -> dict:
+    """Cubic B-spline interpolation of one stack onto ``ref``'s grid or an isotropic grid, with a
+    JSON sidecar (:mod:`inrsr.io.provenance`, with ``command_line``)."""
     from inrsr.baselines.interpolate import interpolate_to_grid
     from inrsr.io.grids import stack_output_grid
 
-    check_output_file(output, overwrite, NIFTI_SUFFIXES)
-    refuse_inputs([output], [input_path, ref])
+    _claim_output(output, [input_path, ref], overwrite)
     data, img = load_image(input_path, "stack")
+    sources = source_hashes([input_path, ref])
     grid, ref_codes = stack_output_grid(data.shape, img.affine, ref, resolution)
     codes = ref_codes or HeaderCodes.from_header(img.header)
     volume = interpolate_to_grid(data, img.affine, grid, order=3)
     check_finite_volumes({"cubic": volume}, {"cubic": output})
     save_nifti(volume, grid.affine, output, codes)
+    description = (f"cubic B-spline interpolation of {os.path.abspath(input_path)}, in its intensity units; beyond "
+                   "its outermost voxels the edge value is repeated")
+    write_sidecar(output, volume_sidecar(description, None, grid, sources, command_line, reference=ref))
     return {"shape": list(grid.shape)}
 
 
 def smore_file(input_path: str, output: str, ref: str | None, resolution: float | None, thickness: float | None,
-               overwrite: bool, progress: bool, **options) -> dict:
+               overwrite: bool, progress: bool, command_line: list[str] | None = None, **options) -> dict:
     """SMORE on one stack (``options``: fields of :class:`~inrsr.baselines.smore.config.SmoreConfig`
-    but its thickness), written on ``ref``'s grid or an isotropic grid. Everything is checked
-    before training. Returns SMORE's run information and the output grid's shape."""
+    but its thickness), written on ``ref``'s grid or an isotropic grid with a JSON sidecar
+    (:mod:`inrsr.io.provenance`, with ``command_line`` and every SMORE option). Everything is
+    checked before training. Returns SMORE's run information and the output grid's shape."""
     from pathlib import Path
 
     from inrsr.baselines.smore.config import SmoreConfig
@@ -86,10 +108,10 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     from inrsr.io.grids import stack_output_grid
     from inrsr.io.stack import load_stack
 
-    check_output_file(output, overwrite, NIFTI_SUFFIXES)
-    refuse_inputs([output], [input_path, ref])
+    _claim_output(output, [input_path, ref], overwrite)
     check_writable(Path(output).parent)
     stack = load_stack(input_path, "stack", thickness_mm=thickness)
+    sources = source_hashes([input_path, ref])
     config = SmoreConfig(thickness_mm=stack.thickness_mm or 0.0, **options).validate()
     try:
         check_volume(stack.shape, stack.affine, config)
@@ -100,4 +122,8 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
     check_finite_volumes({"smore": volume}, {"smore": output})
     save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
+    description = (f"SMORE super-resolution of {os.path.abspath(input_path)} (slices {stack.slice_thickness_mm:g} mm "
+                   f"thick, from {stack.thickness_source}), resampled by cubic interpolation, in its intensity units")
+    write_sidecar(output, volume_sidecar(description, None, grid, sources, command_line, reference=ref,
+                                         extra={"Options": config.to_dict()}))
     return {**info, "shape": list(grid.shape)}

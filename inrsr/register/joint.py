@@ -33,7 +33,7 @@ def initial_alignment(stacks: list[Stack], fixed: int, foregrounds: list[np.ndar
         r = align_rigid(ref.data, ref.affine, foregrounds[fixed], s.data, s.affine)
         init[k, :3], init[k, 3:] = r.rotation_deg, r.shift_mm
         if progress:
-            print(f"aligned {s.path} to {ref.path} by MI: rotation {np.linalg.norm(r.rotation_deg):.2f}°, "
+            print(f"inrsr: aligned {s.path} to {ref.path} by MI: rotation {np.linalg.norm(r.rotation_deg):.2f}°, "
                   f"shift {np.linalg.norm(r.shift_mm):.2f} mm", file=sys.stderr)
     return init
 

@@ -72,7 +72,8 @@ def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, prof
     r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "--factor", "4", "--profile", profile,
                                   "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "lr.json").read_text()) == {"SliceThickness": pytest.approx(thickness)}
+    sidecar = json.loads((tmp_path / "lr.json").read_text())
+    assert sidecar["SliceThickness"] == pytest.approx(thickness) and sidecar["Sources"] == [str(hr)]
     stack = load_stack(str(out), "t1")
     assert stack.slice_spacing_mm == pytest.approx(4.8) and stack.slice_thickness_mm == pytest.approx(thickness)
     r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "-o", str(tmp_path / "other.nii.gz")])

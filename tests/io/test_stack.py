@@ -19,9 +19,12 @@ def test_thickness_sidecar_override_and_default(tmp_path):
     stack = load_stack(path, "t2")
     assert stack.slice_axis == 1 and stack.slice_spacing_mm == pytest.approx(3.0)
     assert stack.slice_thickness_mm == pytest.approx(3.0)  # no sidecar: thickness = spacing
+    assert stack.thickness_source == "spacing"
     (tmp_path / "t2_cor.json").write_text(json.dumps({"SliceThickness": 2.5}))
-    assert load_stack(path, "t2").slice_thickness_mm == pytest.approx(2.5)
-    assert load_stack(path, "t2", thickness_mm=4.0).slice_thickness_mm == pytest.approx(4.0)
+    from_sidecar = load_stack(path, "t2")
+    assert from_sidecar.slice_thickness_mm == pytest.approx(2.5) and from_sidecar.thickness_source == "sidecar"
+    given = load_stack(path, "t2", thickness_mm=4.0)  # the option wins over the sidecar
+    assert given.slice_thickness_mm == pytest.approx(4.0) and given.thickness_source == "option"
     with pytest.raises(InputError, match="thickness must be a positive number"):
         load_stack(path, "t2", thickness_mm=-1.0)
 
@@ -34,4 +37,5 @@ def test_trailing_singleton_axis_and_user_mask(tmp_path):
     mpath = write_nifti(tmp_path / "m.nii.gz", mask, AFFINES["oblique"])
     stack = load_stack(path, "t1", mask_path=mpath)
     assert stack.shape == (5, 5, 4) and stack.data.dtype == np.float32
-    assert stack.mask.sum() == 18
+    assert stack.mask.sum() == 18 and stack.mask_path == str(mpath)
+    assert load_stack(path, "t1").mask_path is None

@@ -16,7 +16,8 @@ def test_two_stacks_of_one_contrast_train_one_head_and_check_reports_every_stack
     code, err, _ = run(["fit", "--t1", p["t1ax"], "--stack", f"t2={p['t2cor']}", "--stack", f"t2={p['t2sag']}",
                         "-o", out, *FAST])
     assert code == 0, err
-    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["t1.nii.gz", "t2.nii.gz"]
+    assert sorted(f.name for f in out.glob("*.nii.gz")) == ["mask-1_t1.nii.gz", "mask-2_t2.nii.gz", "mask-3_t2.nii.gz",
+                                                            "t1.nii.gz", "t2.nii.gz"]  # a mask per stack
     log = json.loads((out / "log.json").read_text())
     assert [s["contrast"] for s in log["stacks"]] == ["t1", "t2", "t2"]
     assert log["transforms"] is None and not (out / "fit_state.pt").exists()

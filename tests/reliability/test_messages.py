@@ -184,7 +184,7 @@ def test_sample_outputs_follow_umask(case, base_fit, umask, mode):
 
 
 def test_simulate_and_cubic_outputs_follow_umask(case):
-    case.expect("simulate (volume + JSON sidecar) and baseline cubic under umask 022: mode 0644")
+    case.expect("simulate and baseline cubic (each a volume + JSON sidecar) under umask 022: mode 0644")
     case.put("hr", "hr.nii.gz")
     case.put("t1ax")
     (case.root / "out").mkdir()
@@ -193,7 +193,7 @@ def test_simulate_and_cubic_outputs_follow_umask(case):
     r2 = case.run(["baseline", "cubic", "--input", "t1ax.nii.gz", "-o", "out/cubic.nii.gz"], label="cubic")
     r2.expect_success("out")
     modes = _modes(case.root / "out")
-    assert set(modes) == {"lr.nii.gz", "lr.json", "cubic.nii.gz"}, modes
+    assert set(modes) == {"lr.nii.gz", "lr.json", "cubic.nii.gz", "cubic.json"}, modes
     wrong = {k: oct(v) for k, v in modes.items() if v != 0o644}
     assert not wrong, f"output modes under umask 022: {wrong}"
 

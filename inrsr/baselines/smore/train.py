@@ -4,18 +4,17 @@ Adam on the L1 loss of the residual network."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inrsr.baselines.smore.config import SmoreConfig
 from inrsr.baselines.smore.degrade import degrade_rows, interpolate_rows
 from inrsr.baselines.smore.geometry import SmoreGeometry
 from inrsr.baselines.smore.network import ResidualSR
+from inrsr.fit.progress import Progress
 
 __all__ = ["Pairs", "orientation_pairs", "draw_batch", "train_network"]
 
@@ -87,8 +86,7 @@ def train_network(
     model = ResidualSR(config.features, config.blocks, generator).to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses: list[float] = []
-    bar = tqdm(total=config.iterations, desc="smore train", unit="step", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress or not sys.stderr.isatty())
+    bar = Progress(config.iterations, "smore train", enabled=progress)
     start = time.perf_counter()
     stopped_by = "iterations"
     step = 0
@@ -115,7 +113,7 @@ def train_network(
         step += 1
         bar.update(1)
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.note(loss=f"{np.mean(losses[-50:]):.4f}")
     bar.close()
     model.eval()
     tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
