@@ -88,7 +88,7 @@ def test_verbose_fit_prints_phases_and_progress_lines_without_a_terminal(study):
     assert re.fullmatch(r"inrsr: fit: 30 steps in [0-9.]+ s \(stopped by limit\); data consistency: [0-9.]+ s",
                         phases[3])
     assert re.fullmatch(r"inrsr: render: 40×48×40 voxels in [0-9.]+ s", phases[4])
-    assert re.fullmatch(r"inrsr: wrote 14 files to out \([0-9.]+ s\)", phases[5]) and len(phases) == 6
+    assert re.fullmatch(r"inrsr: wrote 15 files to out \([0-9.]+ s\)", phases[5]) and len(phases) == 6
     progress = [ln for ln in lines if ln.startswith("inrsr: fit step")]
     assert progress[0] == "inrsr: fit step 0/30 (0 %), 0 s elapsed"
     assert re.fullmatch(r"inrsr: fit step 30/30 \(100 %\), loss \d\.\d\de-\d\d, MI \d\.\d{4}, \d+ s elapsed",
@@ -111,7 +111,7 @@ def test_log_json_records_the_run_and_where_thickness_and_masks_came_from(study)
     assert [s["sha256"] for s in log["stacks"]] == [sha256(study / "t1ax.nii.gz"), sha256(study / "t2cor.nii.gz")]
     assert set(log["outputs"]) == {"t1", "t2", "t1.json", "t2.json", "mask-1_t1.nii.gz", "mask-1_t1.json",
                                    "mask-2_t2.nii.gz", "mask-2_t2.json", "model.pt", "config.json", "log.json",
-                                   "log.csv", "mi.csv", "mi.png"}
+                                   "log.csv", "mi.csv", "mi.png", "report.html"}
 
 
 def test_every_volume_has_a_sidecar_saying_what_it_is_and_where_it_came_from(study):
