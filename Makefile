@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench exp register patient01 render-memory report-screenshots clean
+.PHONY: install demo test bench exp register patient01 render-memory report-screenshots bids-cohort clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls gigabytes of CUDA packages
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bids]'
 	touch $(STAMP)
 
 demo: install
@@ -37,9 +37,13 @@ register: install
 	$(BIN)/python experiments/register.py --scenario cross
 	$(BIN)/python experiments/register.py --scenario cross_ms
 
-# Real clinical stacks (open_ms_raw/patient01), with and without --register, checked and drawn (about 12 min)
+# Real clinical stacks (open_ms_raw/patient01), with and without --register, checked, drawn and their reports photographed (about 16 min)
 patient01: install
 	$(BIN)/python experiments/patient01.py
+
+# The BIDS App on a small study made from the shared data: wall time without Dask, on one worker, on one worker per core (about 4 min)
+bids-cohort: install
+	$(BIN)/python experiments/bids_cohort.py
 
 # Screenshots of the demo's report.html in a headless Chromium (after `make demo`; needs Debian's chromium)
 report-screenshots: install

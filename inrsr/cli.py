@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -209,8 +210,7 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
     output is written) for --resume. OUTPUT is locked while the run writes into it. Progress: a
     bar on a terminal, otherwise a line every 30 s (--verbose: 5 s); none with --quiet.
     """
-    from inrsr.io.stack import StackSpec
-    from inrsr.jobs.fit_stacks import fit_subject
+    from inrsr.api import fit_stacks
 
     if quiet and verbose:
         raise InputError("--quiet and --verbose exclude each other; give one of them")
@@ -220,15 +220,13 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
         raise InputError(f"--mask given {len(masks)} times for {len(named)} stacks (one per stack, in order)")
     if thicknesses and len(thicknesses) not in (1, len(named)):
         raise InputError(f"--thickness given {len(thicknesses)} times for {len(named)} stacks")
-    specs = [
-        StackSpec(c, p, (thicknesses[0] if len(thicknesses) == 1 else thicknesses[k]) if thicknesses else None,
-                  masks[k] if masks else None)
-        for k, (c, p) in enumerate(named)
-    ]
+    if not named:
+        raise InputError("no input stacks: give --t1/--t2/--flair PATH or --stack CONTRAST=PATH")
     config = fit_config(preset_name, config_file, **cfg)
-    summary = fit_subject(specs, config, output, ref=ref, resolution_mm=resolution, overwrite=overwrite,
-                          progress=not quiet, resume=resume, max_memory_gb=max_memory, command_line=_command_line(),
-                          preset_name=preset_name, verbose=verbose)
+    summary = fit_stacks(named, preset=preset_name, config=config, masks=list(masks) or None,
+                      thickness_mm=list(thicknesses) if len(thicknesses) > 1 else (thicknesses or [None])[0], ref=ref,
+                      resolution_mm=resolution, output_dir=output, overwrite=overwrite, resume=resume,
+                      progress=not quiet, verbose=verbose, max_memory_gb=max_memory, command_line=_command_line()).log
     if not quiet:
         s = summary["seconds"]
         stop = {"mi": "MI early stop", "time": "time limit"}.get(summary["stopped_by"], "step/epoch limit")
@@ -346,6 +344,83 @@ def simulate(hr, view, axis, factor, profile, output, overwrite):
     info = simulate_file(hr, output, view, axis, factor, profile, overwrite, command_line=_command_line())
     click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels, thick axis {info['axis']}, slices "
                f"{info['thickness_mm']:g} mm thick", err=True)
+
+
+class _BidsArguments(argparse.ArgumentParser):
+    """The BIDS-Apps command line (``--participant-label 01 02 …`` takes several values, which
+    click options cannot), with its errors as one ``inrsr: error:`` line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message)
+
+
+def _bids_parser() -> argparse.ArgumentParser:
+    ap = _BidsArguments(prog="inrsr bids", description=(
+        "A BIDS App: fit every subject (and session) of a BIDS dataset, one job per subject on a Dask cluster, "
+        "into a BIDS derivatives dataset (participant level), then summarise them (group level)."))
+    ap.add_argument("bids_dir", help="the BIDS dataset (raw data, read only)")
+    ap.add_argument("output_dir", help="the derivatives dataset to write (created when missing)")
+    ap.add_argument("analysis_level", choices=["participant", "group"])
+    ap.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                    help="subjects to fit, with or without 'sub-' (default: all)")
+    ap.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                    help="sessions to fit, with or without 'ses-' (default: all)")
+    ap.add_argument("--bids-filter-file", metavar="FILE",
+                    help="JSON object: head (contrast) name → pybids query choosing its runs (default: the thick 2D "
+                         "anatomical runs, one head per suffix)")
+    ap.add_argument("--preset", choices=list(PRESETS), default="default", help="fit preset (default: %(default)s)")
+    ap.add_argument("--config", metavar="FILE", help="config.json of an earlier fit: its options replace the preset's")
+    ap.add_argument("--fit-option", nargs="+", default=[], metavar="NAME=VALUE",
+                    help="any option of inrsr fit, e.g. max_steps=300 register=true (override --config)")
+    ap.add_argument("--resolution", type=float, metavar="MM", help="isotropic output spacing (default: the finest "
+                    "input spacing of each subject)")
+    ap.add_argument("--n-workers", type=int, metavar="N", help="local Dask worker processes, one subject each at a "
+                    "time (default: cores / --threads-per-worker; 0: no Dask, one subject after the other here)")
+    ap.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                    help="CPU threads of each subject's fit (default: %(default)s)")
+    ap.add_argument("--scheduler", metavar="ADDRESS",
+                    help="submit to this running Dask scheduler (tcp://host:8786) instead of a local cluster")
+    ap.add_argument("--max-memory", type=float, metavar="GB", help="memory each fit may use (default: available)")
+    ap.add_argument("--overwrite", action="store_true", help="fit again subjects an earlier run finished")
+    ap.add_argument("--quiet", action="store_true", help="no line per subject")
+    return ap
+
+
+@main.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@_fail_cleanly
+def bids(args):
+    """A BIDS App: inrsr bids BIDS_DIR OUTPUT_DIR participant|group [options] (inrsr bids --help).
+
+    participant: every selected subject (and session) of the BIDS dataset is fitted, one job per
+    subject on a Dask cluster (local processes, or --scheduler), into a BIDS derivatives dataset;
+    a finished subject is skipped on a rerun, a failed one does not stop the others. group: a
+    summary table of every subject (inrsr_summary.tsv and .md in OUTPUT_DIR).
+    """
+    from inrsr.config import fit_config, option_assignments
+    from inrsr.jobs.bids_app import group_level, participant_level
+
+    a = _bids_parser().parse_args(list(args))
+    if a.analysis_level == "group":
+        group_level(a.output_dir)
+        click.echo((Path(a.output_dir) / "inrsr_summary.md").read_text(), nl=False)
+        return
+    for name, value, low in (("--n-workers", a.n_workers, 0), ("--threads-per-worker", a.threads_per_worker, 1)):
+        if value is not None and value < low:
+            raise InputError(f"{name} must be at least {low}, got {value}")
+    for name, value in (("--resolution", a.resolution), ("--max-memory", a.max_memory)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a positive finite number, got {value}")
+    config = fit_config(a.preset, a.config, **option_assignments(a.fit_option, "--fit-option"))
+    records = participant_level(
+        a.bids_dir, a.output_dir, config, a.preset, participant_labels=a.participant_label,
+        session_labels=a.session_label, filter_file=a.bids_filter_file, resolution_mm=a.resolution,
+        overwrite=a.overwrite, n_workers=a.n_workers, threads_per_worker=a.threads_per_worker,
+        scheduler=a.scheduler, max_memory_gb=a.max_memory, command_line=_command_line(),
+        echo=(lambda line: None) if a.quiet else (lambda line: click.echo(f"inrsr: {line}", err=True)))
+    if not a.quiet:
+        done = sum(r["status"] == "done" for r in records)
+        click.echo(f"inrsr: {done} fitted, {len(records) - done} already finished → {a.output_dir}", err=True)
 
 
 @main.command(context_settings=CONTEXT)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from inrsr.errors import InputError
 
-__all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "fit_config", "read_config_file", "VARIANTS", "SCHEDULES",
+__all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "fit_config", "read_config_file", "option_assignments",
+           "VARIANTS", "SCHEDULES",
            "SLICE_PROFILES", "option_field", "option_name", "check_choices"]
 
 VARIANTS = ("split", "vanilla", "single")
@@ -334,6 +335,31 @@ def read_config_file(path: str, cls: type[ToolConfig] = FitConfig) -> dict[str, 
         if checked is None:
             expected = _JSON_TYPES.get(kinds[name], kinds[name])
             raise InputError(f"{p}: {name} must be {expected}, got {json.dumps(value)}")
+        values[name] = checked
+    return values
+
+
+def option_assignments(pairs: list[str], option: str, cls: type[ToolConfig] = FitConfig) -> dict[str, Any]:
+    """``NAME=VALUE`` strings (``max_steps=300``, ``register=true``; NAME a field of ``cls``, dashes
+    allowed) as typed values; :class:`InputError` naming ``option`` for a malformed pair, an
+    unknown name or a value of the wrong type. The values' ranges are checked by
+    :meth:`FitConfig.validate`."""
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise InputError(f"{option} {pair!r}: expected NAME=VALUE")
+        if name not in kinds:
+            raise InputError(f"{option} {pair!r}: unknown option {name!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string
+        checked = _checked_value(kinds[name], value)
+        if checked is None:
+            raise InputError(f"{option} {pair!r}: {name} must be {_JSON_TYPES.get(kinds[name], kinds[name])}")
         values[name] = checked
     return values
 

@@ -80,3 +80,28 @@ def check_memory(needed: float, what: str, limit_gb: float | None = None, hint: 
         source = f"--max-memory {limit_gb:g}" if limit_gb is not None else "available now"
         raise InputError(f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(budget)} is "
                          f"{source}{'; ' + hint if hint else ''}")
+
+
+# glibc's mallopt parameters (malloc.h) and the values a fit runs well with: freed memory is kept
+# for reuse up to 256 MiB, and only blocks above 32 MiB are mapped on their own.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES, OWN_MAPPING_BYTES = 256 << 20, 32 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of returning it to the system at once.
+
+    Dask's worker processes start with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc give
+    back every freed block above 64 KiB; a fit, which allocates and frees large tensors at every
+    step, then runs about 40 % slower (docs/experiment-log.md, 2026-11-30). Setting the trim
+    threshold also fixes glibc's mmap threshold, so it is raised too. Returns whether the
+    settings were applied (glibc only; elsewhere nothing is changed)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(ctypes.CDLL(name), "mallopt"):
+        return False
+    libc = ctypes.CDLL(name)
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)) and bool(libc.mallopt(_M_MMAP_THRESHOLD,
+                                                                                       OWN_MAPPING_BYTES))

@@ -24,7 +24,8 @@ from inrsr.geometry import fov_corners_world, voxel_sizes_mm
 from inrsr.io.files import atomic_path, check_input_file
 from inrsr.resources import check_memory, format_bytes
 
-__all__ = ["NIFTI_SUFFIXES", "HeaderCodes", "load_image", "load_mask", "check_finite_volumes", "save_nifti"]
+__all__ = ["image_data", "NIFTI_SUFFIXES", "HeaderCodes", "load_image", "load_mask", "check_finite_volumes", "nifti_image",
+           "save_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -196,6 +197,26 @@ def load_image(
     return data, img
 
 
+def image_data(img: object, name: str, what: str = "image") -> np.ndarray:
+    """The voxels of a NIfTI image held in memory (the Python API), as float32, checked as
+    :func:`load_image` checks a file: a nibabel NIfTI image, 3D (a trailing singleton axis is
+    dropped), a plausible affine, magnitude of complex data (with a warning). ``name`` names the
+    image in messages."""
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{name}: expected a nibabel NIfTI image or a file path, got {type(img).__name__}")
+    shape = tuple(int(n) for n in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"{name}: {what} must be 3D and not empty, got shape {tuple(img.shape)}")
+    _check_affine(Path(name), np.asarray(img.affine, dtype=np.float64))
+    raw = np.asanyarray(img.dataobj)
+    if np.iscomplexobj(raw):
+        warnings.warn(f"{name}: complex-valued voxels; their magnitude is used", InputWarning, stacklevel=2)
+        raw = np.abs(raw)
+    return np.asarray(raw, dtype=np.float32).reshape(shape)
+
+
 def load_mask(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Load a binary mask (non-zero = foreground) that must lie on the grid ``(shape, affine)``."""
     data, img = load_image(path, "mask")
@@ -221,6 +242,24 @@ def check_finite_volumes(volumes: dict[str, np.ndarray], paths: dict[str, Path] 
             raise FitError(f"{paths[c]}: {bad} rendered voxels are not finite (the field diverged); nothing was written")
 
 
+def nifti_image(
+    data: np.ndarray, affine: np.ndarray, codes: HeaderCodes | None = None, dtype: type = np.float32
+) -> nib.Nifti1Image:
+    """An in-memory NIfTI image of ``data`` as ``dtype``, with ``affine`` as both qform and sform
+    and the codes and units of ``codes`` (kept as they are; when both codes are 0 the sform code
+    becomes 1 so the affine is used)."""
+    codes = codes or HeaderCodes()
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    qform_code, sform_code = codes.qform_code, codes.sform_code
+    if qform_code == 0 and sform_code == 0:  # neither would be honoured by readers
+        sform_code = 1
+    img.set_qform(affine, code=qform_code)
+    img.set_sform(affine, code=sform_code)
+    img.header.set_xyzt_units(codes.xyz_unit, codes.t_unit)
+    img.header.set_data_dtype(dtype)
+    return img
+
+
 def save_nifti(
     data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, codes: HeaderCodes | None = None,
     dtype: type = np.float32,
@@ -231,16 +270,8 @@ def save_nifti(
     The header gets ``affine`` as both qform and sform with the codes and units of ``codes``
     (kept as they are; when both codes are 0 the sform code becomes 1 so the affine is used).
     """
-    codes = codes or HeaderCodes()
     p = Path(path)
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.asarray(affine, dtype=np.float64))
-    qform_code, sform_code = codes.qform_code, codes.sform_code
-    if qform_code == 0 and sform_code == 0:  # neither would be honoured by readers
-        sform_code = 1
-    img.set_qform(affine, code=qform_code)
-    img.set_sform(affine, code=sform_code)
-    img.header.set_xyzt_units(codes.xyz_unit, codes.t_unit)
-    img.header.set_data_dtype(dtype)
+    img = nifti_image(data, affine, codes, dtype)
     with atomic_path(p) as tmp:
         nib.save(img, tmp)
     return p

@@ -9,14 +9,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from inrsr.errors import InputError, InputWarning
 from inrsr.geometry import overlap_fraction, slice_axis, voxel_sizes_mm
 from inrsr.io.files import check_input_file, sidecar_thickness
-from inrsr.io.nifti import HeaderCodes, load_image, load_mask
+from inrsr.io.nifti import HeaderCodes, image_data, load_image, load_mask
 
-__all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "CONTRAST_NAME", "MIN_OVERLAP"]
+__all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "stack_from_image", "check_stack_set", "CONTRAST_NAME", "MIN_OVERLAP"]
 
 CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Below this fraction of the smaller field of view, two stacks are reported as barely overlapping.
@@ -133,26 +134,45 @@ def load_stack(
     """
     data, img = load_image(path, "stack")
     p = Path(path)
-    if not np.all(np.isfinite(data)):
-        raise InputError(f"{p}: contains NaN or infinite values")
-    if float(data.max()) == float(data.min()):
-        raise InputError(f"{p}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
     from_sidecar = thickness_mm is None
     if from_sidecar:
         thickness_mm = sidecar_thickness(p)
-    stack = Stack(
-        data=data,
-        affine=np.asarray(img.affine, dtype=np.float64),
-        contrast=contrast,
-        path=str(p),
-        thickness_mm=thickness_mm,
-        codes=HeaderCodes.from_header(img.header),
-        thickness_from_sidecar=from_sidecar and thickness_mm is not None,
-    )
-    _check_slices(stack)
+    stack = _checked_stack(data, img, contrast, str(p), thickness_mm)
+    stack.thickness_from_sidecar = from_sidecar and thickness_mm is not None
     if mask_path is not None:
         stack.mask = load_mask(mask_path, data.shape, img.affine)
         stack.mask_path = str(mask_path)
+    return stack
+
+
+def stack_from_image(
+    img: nib.Nifti1Image, contrast: str, name: str, thickness_mm: float | None = None, mask: np.ndarray | None = None,
+) -> Stack:
+    """An input stack from a NIfTI image held in memory (the Python API), validated as
+    :func:`load_stack` validates a file; ``name`` names it in messages (and in the log as its
+    path). ``mask``: a boolean foreground array of the image's shape, or ``None`` (estimated)."""
+    stack = _checked_stack(image_data(img, name, "stack"), img, contrast, name, thickness_mm)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != stack.shape:
+            raise InputError(f"{name}: its mask has shape {mask.shape}, the stack {stack.shape}")
+        stack.mask = mask.astype(bool)
+        if not stack.mask.any():
+            raise InputError(f"{name}: its mask holds no foreground voxel")
+    return stack
+
+
+def _checked_stack(data: np.ndarray, img: nib.Nifti1Image, contrast: str, name: str,
+                   thickness_mm: float | None) -> Stack:
+    """A :class:`Stack` of ``data`` with ``img``'s affine and header codes, after the checks every
+    stack passes: finite and not constant voxels, a usable thickness (see :func:`_check_slices`)."""
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{name}: contains NaN or infinite values")
+    if float(data.max()) == float(data.min()):
+        raise InputError(f"{name}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
+    stack = Stack(data=data, affine=np.asarray(img.affine, dtype=np.float64), contrast=contrast, path=name,
+                  thickness_mm=thickness_mm, codes=HeaderCodes.from_header(img.header))
+    _check_slices(stack)
     return stack
 
 
@@ -199,6 +219,13 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
             raise InputError(f"{spec.path}: the same file is given twice")
         seen.add(resolved)
     stacks = [load_stack(s.path, s.contrast, s.thickness_mm, s.mask_path) for s in specs]
+    check_stack_set(stacks)
+    return stacks
+
+
+def check_stack_set(stacks: list[Stack]) -> None:
+    """Cross-check loaded stacks: each must overlap the first one's field of view
+    (:class:`InputError` otherwise), and a small overlap is reported (:class:`InputWarning`)."""
     first = stacks[0]
     for s in stacks[1:]:
         overlap = overlap_fraction((first.shape, first.affine), (s.shape, s.affine))
@@ -207,6 +234,5 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
         if overlap < MIN_OVERLAP:
             warnings.warn(
                 f"{s.path}: its field of view overlaps only {100 * overlap:.0f}% of {first.path}'s "
-                f"(is it the same subject and session?)", InputWarning, stacklevel=2,
+                f"(is it the same subject and session?)", InputWarning, stacklevel=3,
             )
-    return stacks

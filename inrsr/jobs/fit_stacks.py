@@ -18,7 +18,7 @@ from inrsr.config import FitConfig
 from inrsr.errors import FitError, InputError, Interrupted, recorded_warnings
 from inrsr.geometry import Grid, union_box
 from inrsr.io.files import OutputLock, check_output_folder, refuse_existing, refuse_inputs, with_sidecars
-from inrsr.io.grids import output_grid
+from inrsr.io.grids import check_grid_memory, output_grid
 from inrsr.io.nifti import HeaderCodes, check_finite_volumes
 from inrsr.io.stack import Stack, StackSpec, load_stacks
 from inrsr.io.provenance import source_hashes
@@ -27,13 +27,15 @@ from inrsr.jobs.outputs import STATE_FILE, FitRun, fit_output_paths, stack_recor
 if TYPE_CHECKING:
     from inrsr.jobs.reconstruct import Reconstruction
 
-__all__ = ["fit_subject"]
+__all__ = ["FitRequest", "Fitted", "check_fit_request", "memory_fit_request", "fit_subject", "fit_and_write",
+           "fit_and_render", "fit_summary"]
 
 
 @dataclass(frozen=True)
 class FitRequest:
     """A checked ``inrsr fit``: its stacks and options, the output grid and files, and how to
-    treat what is already in the folder."""
+    treat what is already in the folder. A fit kept in memory (the Python API without an output
+    folder) has no ``paths`` and no ``state_path``; ``ref`` is then only the reference's name."""
 
     stacks: list[Stack]
     config: FitConfig
@@ -43,7 +45,7 @@ class FitRequest:
     resolution_mm: float | None
     finest_mm: float
     paths: dict[str, Path]
-    state_path: Path
+    state_path: Path | None
     inputs: list[str | None]
     overwrite: bool
     resume: bool
@@ -66,9 +68,26 @@ class FitRequest:
         refuse_existing(self.paths.values(), self.overwrite or self.resume)
 
 
-def _summary(recon: Reconstruction, stacks: list, grid, ref: str | None, paths: dict, seconds: dict,
-             transforms: list[dict] | None, run: FitRun) -> dict:
-    """What ``log.json`` says of a fit (beside its epochs and MI curve) and the job returns."""
+@dataclass
+class Fitted:
+    """A fit done, before anything is written: the reconstruction, the grid it was rendered on
+    (moved with the stacks when registration changed the union of their fields of view), the
+    rendered volumes (contrast → array on ``grid``), the header codes they are written with (the
+    reference's, else the first stack's), the transforms registration found (or ``None``) and the
+    seconds of the phases (``prepare``, ``render``)."""
+
+    recon: Reconstruction
+    grid: Grid
+    volumes: dict
+    codes: HeaderCodes
+    transforms: list[dict] | None
+    seconds: dict[str, float]
+
+
+def fit_summary(request: FitRequest, fitted: Fitted, run: FitRun) -> dict:
+    """What ``log.json`` says of a fit (beside its epochs and curves) and the job returns."""
+    recon, stacks, grid, transforms = fitted.recon, request.stacks, fitted.grid, fitted.transforms
+    paths, ref, seconds = request.paths, request.ref, fitted.seconds
     result = recon.fit
     return {
         **run.log_record(),
@@ -112,6 +131,31 @@ def check_fit_request(
     return request
 
 
+def memory_fit_request(
+    stacks: list[Stack], config: FitConfig, ref_grid: tuple[Grid, HeaderCodes] | None, ref_name: str | None,
+    resolution_mm: float | None, max_memory_gb: float | None, inputs: list[str | None],
+) -> FitRequest:
+    """A fit of stacks already loaded, kept in memory (nothing written): rendered on
+    ``ref_grid`` (a grid and its header codes) or on an isotropic grid of ``resolution_mm``
+    (default: the finest input spacing) over the stacks; the grid is checked against the memory
+    budget. ``inputs``: the files among the inputs (for their hashes in the log)."""
+    config = config.validate()
+    if config.register and not config.register_stack < len(stacks):
+        raise InputError(f"register_stack {config.register_stack}: there are only {len(stacks)} stacks")
+    contrasts = list(dict.fromkeys(s.contrast for s in stacks))
+    finest = float(min(s.spacing_mm.min() for s in stacks))
+    if ref_grid is not None:
+        if resolution_mm is not None:
+            raise InputError("ref and resolution_mm are exclusive: the reference fixes the grid")
+        grid, codes = ref_grid
+        check_grid_memory(grid, len(contrasts), max_memory_gb)
+    else:
+        box = union_box([(s.shape, s.affine) for s in stacks])
+        grid, codes = output_grid(box, None, resolution_mm, finest, len(contrasts), max_memory_gb)
+    return FitRequest(stacks, config, grid, ref_name, codes, resolution_mm, finest, {}, None, inputs, False, False,
+                      max_memory_gb)
+
+
 def fit_subject(
     specs: list[StackSpec],
     config: FitConfig,
@@ -148,6 +192,17 @@ def fit_subject(
     warnings shown during the call are listed in ``log.json``. ``verbose``: a line on stderr as
     each phase ends, and progress lines every 5 s instead of 30 s when stderr is not a terminal.
     """
+    return fit_and_write(specs, config, out_dir, ref, resolution_mm, overwrite, progress, resume, max_memory_gb,
+                         command_line, preset_name, verbose)[0]
+
+
+def fit_and_write(
+    specs: list[StackSpec], config: FitConfig, out_dir: str | os.PathLike, ref: str | None = None,
+    resolution_mm: float | None = None, overwrite: bool = False, progress: bool = True, resume: bool = False,
+    max_memory_gb: float | None = None, command_line: list[str] | None = None, preset_name: str | None = None,
+    verbose: bool = False,
+) -> tuple[dict, Fitted]:
+    """:func:`fit_subject`, returning also what was fitted (the field and the volumes)."""
     with recorded_warnings() as seen:
         run = FitRun(command_line, preset_name, warnings=seen, verbose=verbose)
         request = check_fit_request(specs, config, out_dir, ref, resolution_mm, overwrite, resume, max_memory_gb)
@@ -171,16 +226,29 @@ def fit_subject(
                     from None
 
 
-def _fit_and_write(request: FitRequest, progress: bool, run: FitRun) -> dict:
+def _fit_and_write(request: FitRequest, progress: bool, run: FitRun) -> tuple[dict, Fitted]:
     """The locked part of :func:`fit_subject`: fit, render, check, write, then drop the state."""
+    fitted = fit_and_render(request, progress, run)
+    t0 = time.perf_counter()
+    summary = fit_summary(request, fitted, run)
+    write_fit_outputs(request.paths, fitted.volumes, fitted.grid, fitted.codes, request.config, fitted.recon, request.stacks, summary, fitted.transforms, run, request.ref)
+    run.say(f"wrote {len(request.paths)} files to {request.state_path.parent} ({time.perf_counter() - t0:.1f} s)")
+    request.state_path.unlink(missing_ok=True)
+    return summary, fitted
+
+
+def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
+    """Fit the request's stacks (aligned first when registering), render every contrast on its
+    grid and check that every voxel is finite (:class:`~inrsr.errors.FitError` otherwise).
+    Writes nothing but the training state, when the request has a ``state_path``."""
     from inrsr.fit.progress import PROGRESS_EVERY_S, VERBOSE_EVERY_S
     from inrsr.jobs.reconstruct import reconstruct, training_set
     from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
     from inrsr.render import render_subject
 
-    stacks, config, grid, paths = request.stacks, request.config, request.grid, request.paths
+    stacks, config, grid = request.stacks, request.config, request.grid
     t0 = time.perf_counter()
-    run.sources = source_hashes(request.inputs)
+    run.sources = source_hashes([p for p in request.inputs if p is not None and os.path.isfile(p)])
     for k, s in enumerate(stacks, start=1):
         run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "
                 f"{'given' if s.mask is not None else 'estimated'}")
@@ -210,13 +278,6 @@ def _fit_and_write(request: FitRequest, progress: bool, run: FitRun) -> dict:
     volumes = render_subject(recon.field, grid, recon.subject, config)
     t_render = time.perf_counter() - t1
     run.say(f"render: {'×'.join(map(str, grid.shape))} voxels in {t_render:.1f} s")
-    check_finite_volumes(volumes, paths)
-
-    t2 = time.perf_counter()
-    summary = _summary(recon, stacks, grid, request.ref, paths, {"prepare": t_prep, "render": t_render}, transforms,
-                       run)
-    write_fit_outputs(paths, volumes, grid, request.ref_codes or stacks[0].codes, config, recon, stacks, summary,
-                      transforms, run, request.ref)
-    run.say(f"wrote {len(paths)} files to {request.state_path.parent} ({time.perf_counter() - t2:.1f} s)")
-    request.state_path.unlink(missing_ok=True)
-    return summary
+    check_finite_volumes(volumes, request.paths or {c: f"the {c} volume" for c in volumes})
+    return Fitted(recon, grid, volumes, request.ref_codes or stacks[0].codes, transforms,
+                  {"prepare": t_prep, "render": t_render})
