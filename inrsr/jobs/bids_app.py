@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from inrsr.config import FitConfig
 from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
-from inrsr.io.files import sidecar_path, write_json, write_text
+from inrsr.io.files import sidecar_path, sidecar_thickness, write_json, write_text
 
 if TYPE_CHECKING:
     from inrsr.bids.derivatives import Outputs
+    from inrsr.io.stack import StackSpec
     from inrsr.bids.selection import Selection
 
 __all__ = ["SubjectJob", "run_subject", "participant_level", "group_level", "STATUS_FILE", "SUMMARY_FILE",
@@ -95,6 +96,14 @@ def _link(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def _given_thickness(spec: "StackSpec") -> float | None:
+    """The thickness to pass for a run: none when its own sidecar gives it (the fit reads it there
+    and records it as coming from the sidecar), else the one pybids found (inherited from a
+    sidecar higher in the dataset), or none."""
+    own = sidecar_thickness(Path(spec.path))
+    return None if own is not None and own == spec.thickness_mm else spec.thickness_mm
+
+
 def _finished(job: SubjectJob) -> bool:
     fit_dir = job.outputs.log_dir
     return (all(p.is_file() for p in job.outputs.files()) and (fit_dir / "log.json").is_file()
@@ -146,8 +155,9 @@ def run_subject(job: SubjectJob) -> dict:
             # not finished: an interrupted fit is resumed; anything else an earlier run left in the
             # fit folder (a fit whose files were not all published) is replaced
             resume = (fit_dir / "fit_state.pt").is_file() and not job.overwrite
-            out = fit_stacks([(s.contrast, s.path) for s in sel.stack_specs()], preset=job.preset, config=job.config,
-                      thickness_mm=[s.thickness_mm for s in sel.stack_specs()], resolution_mm=job.resolution_mm,
+            specs = sel.stack_specs()
+            out = fit_stacks([(s.contrast, s.path) for s in specs], preset=job.preset, config=job.config,
+                      thickness_mm=[_given_thickness(s) for s in specs], resolution_mm=job.resolution_mm,
                       output_dir=fit_dir, overwrite=not resume, resume=resume, progress=True,
                       max_memory_gb=job.max_memory_gb, command_line=job.command_line)
             volumes = {head: fit_dir / f"{head}.nii.gz" for head in out.images}
