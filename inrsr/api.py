@@ -24,8 +24,8 @@ import numpy as np
 from inrsr.config import PRESETS, FitConfig, preset as preset_config
 from inrsr.errors import InputError, recorded_warnings
 from inrsr.geometry import Grid
-from inrsr.io.nifti import HeaderCodes, image_data, nifti_image
-from inrsr.io.stack import CONTRAST_NAME, StackSpec, check_stack_set, load_stack, stack_from_image
+from inrsr.io.nifti import HeaderCodes, image_data, load_mask, nifti_image
+from inrsr.io.stack import CONTRAST_NAME, Stack, StackSpec, check_stack_set, load_stack, stack_from_image
 
 if TYPE_CHECKING:
     from inrsr.field.network import Field
@@ -46,7 +46,9 @@ class FitOutput:
     model : the fitted field (``inrsr.field.network.Field``); ``model.pt`` holds it when
         ``output_dir`` was given.
     config : the options the fit used.
-    log : what ``log.json`` holds (grid, stacks, timings, curves, warnings, …).
+    log : what ``log.json`` holds (grid, stacks, timings, curves, warnings, …); without
+        ``output_dir``, all but what the written files add (``outputs``, and the report's
+        ``support`` and ``self_consistency``).
     output_dir : where the outputs were written, or ``None`` when nothing was written.
     """
 
@@ -83,10 +85,16 @@ def _name(given: Any, contrast: Any, k: int) -> str:
 
 def _dict_entries(stacks: Mapping[str, Any], masks: Any, thickness_mm: Any) -> list[tuple[str, Any, float | None, Any]]:
     """Entries of stacks given as a dict of contrast → stack(s)."""
+    if masks is not None and not isinstance(masks, Mapping):
+        raise InputError("masks: with stacks given as a dict, give masks as a dict of contrast → mask(s)")
+    if isinstance(thickness_mm, (list, tuple)):
+        raise InputError("thickness_mm: with stacks given as a dict, give one number for all stacks or a dict of "
+                         "contrast → number(s)")
     entries = []
     for contrast, given in stacks.items():
         items = _as_list(given)
-        per_mask = _as_list(masks[contrast]) if masks and contrast in masks else [None] * len(items)
+        mask = masks.get(contrast) if masks else None
+        per_mask = _as_list(mask) if mask is not None else [None] * len(items)
         thick = thickness_mm.get(contrast) if isinstance(thickness_mm, Mapping) else thickness_mm
         per_thick = _as_list(thick) if isinstance(thick, (list, tuple)) else [thick] * len(items)
         if len(per_mask) != len(items) or len(per_thick) != len(items):
@@ -103,6 +111,9 @@ def _pair_entries(stacks: Sequence, masks: Any, thickness_mm: Any) -> list[tuple
     n = len(stacks)
     if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in stacks):
         raise InputError("stacks: expected (contrast, stack) pairs")
+    if isinstance(masks, Mapping) or isinstance(thickness_mm, Mapping):
+        raise InputError("masks, thickness_mm: with stacks given as (contrast, stack) pairs, give lists in the same "
+                         "order (or one thickness for all)")
     per_mask = list(masks) if masks is not None else [None] * n
     per_thick = list(thickness_mm) if isinstance(thickness_mm, (list, tuple)) else [thickness_mm] * n
     if len(per_mask) != n or len(per_thick) != n:
@@ -114,12 +125,25 @@ def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike))
 
 
-def _mask_array(mask: MaskInput, name: str) -> np.ndarray | None:
-    if mask is None or isinstance(mask, np.ndarray):
-        return mask
+def _with_mask(stack: Stack, mask: MaskInput, name: str) -> Stack:
+    """``stack`` with its foreground ``mask`` (a file, an image or an array on the stack's grid;
+    ``None``: estimated later), checked like ``--mask``: on the stack's grid, with foreground."""
+    if mask is None:
+        return stack
     if _is_path(mask):
-        mask = nib.load(str(mask))
-    return image_data(mask, f"{name} (mask)", "mask") != 0
+        stack.mask = load_mask(mask, stack.shape, stack.affine)
+        stack.mask_path = str(mask)
+        return stack
+    if isinstance(mask, np.ndarray):
+        data, affine = mask, stack.affine
+    else:
+        data, affine = image_data(mask, f"{name} (mask)", "mask"), np.asarray(mask.affine, dtype=np.float64)
+    if data.shape != stack.shape or not np.allclose(affine, stack.affine, atol=1e-3):
+        raise InputError(f"{name}: its mask is not on the stack's grid (shape {data.shape}, stack {stack.shape})")
+    if not np.any(data):
+        raise InputError(f"{name}: its mask holds no foreground voxel")
+    stack.mask = np.asarray(data) != 0
+    return stack
 
 
 def _config(preset: str, config: FitConfig | None, options: dict[str, Any]) -> FitConfig:
@@ -128,6 +152,8 @@ def _config(preset: str, config: FitConfig | None, options: dict[str, Any]) -> F
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if config is None:
         return preset_config(preset, **options)
     return config.replace(**{k: v for k, v in options.items() if v is not None}).validate()
@@ -208,13 +234,8 @@ def fit_stacks(
         loaded = []
         for k, (contrast, given, thick, mask) in enumerate(entries, start=1):
             name = _name(given, contrast, k)
-            if _is_path(given):
-                s = load_stack(given, contrast, thick, mask if _is_path(mask) else None)
-                if mask is not None and not _is_path(mask):
-                    s.mask = _mask_array(mask, name)
-            else:
-                s = stack_from_image(given, contrast, name, thick, _mask_array(mask, name))
-            loaded.append(s)
+            s = load_stack(given, contrast, thick) if _is_path(given) else stack_from_image(given, contrast, name, thick)
+            loaded.append(_with_mask(s, mask, name))
         check_stack_set(loaded)
         ref_grid, ref_name = _reference(ref, max_memory_gb)
         files = [str(g) for _, g, _, _ in entries if _is_path(g)] + [str(m) for *_, m in entries if _is_path(m)]

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -371,13 +372,15 @@ def _bids_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", choices=list(PRESETS), default="default", help="fit preset (default: %(default)s)")
     ap.add_argument("--config", metavar="FILE", help="config.json of an earlier fit: its options replace the preset's")
     ap.add_argument("--fit-option", nargs="+", default=[], metavar="NAME=VALUE",
-                    help="any option of inrsr fit, e.g. max_steps=300 register=true (override --config)")
+                    help="any fit option of the configuration (those of inrsr fit --help below --max-memory, "
+                         "with _ for -), e.g. max_steps=300 register=true; they override --config. threads is "
+                         "set by --threads-per-worker")
     ap.add_argument("--resolution", type=float, metavar="MM", help="isotropic output spacing (default: the finest "
                     "input spacing of each subject)")
     ap.add_argument("--n-workers", type=int, metavar="N", help="local Dask worker processes, one subject each at a "
                     "time (default: cores / --threads-per-worker; 0: no Dask, one subject after the other here)")
-    ap.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
-                    help="CPU threads of each subject's fit (default: %(default)s)")
+    ap.add_argument("--threads-per-worker", type=int, metavar="T",
+                    help="CPU threads of each subject's fit (default: 1 on a cluster; all cores with --n-workers 0)")
     ap.add_argument("--scheduler", metavar="ADDRESS",
                     help="submit to this running Dask scheduler (tcp://host:8786) instead of a local cluster")
     ap.add_argument("--max-memory", type=float, metavar="GB", help="memory each fit may use (default: available)")
@@ -401,10 +404,18 @@ def bids(args):
     from inrsr.jobs.bids_app import group_level, participant_level
 
     a = _bids_parser().parse_args(list(args))
+    try:
+        import bids  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"inrsr bids needs pybids and dask distributed ({exc.name} is missing): "
+                         "pip install 'inrsr[bids]'") from None
     if a.analysis_level == "group":
         group_level(a.output_dir)
         click.echo((Path(a.output_dir) / "inrsr_summary.md").read_text(), nl=False)
         return
+    if a.threads_per_worker is None:
+        a.threads_per_worker = (os.cpu_count() or 1) if a.n_workers == 0 and a.scheduler is None else 1
     for name, value, low in (("--n-workers", a.n_workers, 0), ("--threads-per-worker", a.threads_per_worker, 1)):
         if value is not None and value < low:
             raise InputError(f"{name} must be at least {low}, got {value}")

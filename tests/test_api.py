@@ -90,6 +90,16 @@ def test_output_dir_writes_what_the_command_line_writes(crop_stacks, tmp_path):
     (lambda im: inrsr.fit_stacks({"t1": nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))}),
      "t1 stack 1 (in memory): stack must be 3D and not empty, got shape (4, 4, 4, 2)"),
     (lambda im: inrsr.fit_stacks({"t1": [im, im]}, masks={"t1": [None]}), "t1: give one mask and one thickness per stack (2 stacks)"),
+    (lambda im: inrsr.fit_stacks({"t1": im}, masks=[None]),
+     "masks: with stacks given as a dict, give masks as a dict of contrast → mask(s)"),
+    (lambda im: inrsr.fit_stacks({"t1": im}, masks={"t1": np.ones((2, 2, 2))}),
+     "t1 stack 1 (in memory): its mask is not on the stack's grid (shape (2, 2, 2), stack (56, 56, 10))"),
+    (lambda im: inrsr.fit_stacks({"t1": im}, masks={"t1": np.zeros((56, 56, 10))}),
+     "t1 stack 1 (in memory): its mask holds no foreground voxel"),
+    (lambda im: inrsr.fit_stacks([("t1", im)], thickness_mm={"t1": 4.0}),
+     "masks, thickness_mm: with stacks given as (contrast, stack) pairs, give lists in the same order (or one "
+     "thickness for all)"),
+    (lambda im: inrsr.fit_stacks({"t1": im}, preset="bogus"), "unknown preset 'bogus'; choose one of paper, default, fast"),
     (lambda im: inrsr.fit_stacks({"t1": im}, max_steps=-1),
      "--depth, --mi-every, --threads, --es-min-evals and --max-steps must be non-negative"),
 ])

@@ -145,21 +145,11 @@ def load_stack(
     return stack
 
 
-def stack_from_image(
-    img: nib.Nifti1Image, contrast: str, name: str, thickness_mm: float | None = None, mask: np.ndarray | None = None,
-) -> Stack:
+def stack_from_image(img: nib.Nifti1Image, contrast: str, name: str, thickness_mm: float | None = None) -> Stack:
     """An input stack from a NIfTI image held in memory (the Python API), validated as
     :func:`load_stack` validates a file; ``name`` names it in messages (and in the log as its
-    path). ``mask``: a boolean foreground array of the image's shape, or ``None`` (estimated)."""
-    stack = _checked_stack(image_data(img, name, "stack"), img, contrast, name, thickness_mm)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != stack.shape:
-            raise InputError(f"{name}: its mask has shape {mask.shape}, the stack {stack.shape}")
-        stack.mask = mask.astype(bool)
-        if not stack.mask.any():
-            raise InputError(f"{name}: its mask holds no foreground voxel")
-    return stack
+    path)."""
+    return _checked_stack(image_data(img, name, "stack"), img, contrast, name, thickness_mm)
 
 
 def _checked_stack(data: np.ndarray, img: nib.Nifti1Image, contrast: str, name: str,

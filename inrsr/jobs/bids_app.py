@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import traceback
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from inrsr.config import FitConfig
 from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
 from inrsr.io.files import sidecar_path, sidecar_thickness, write_json, write_text
+from inrsr.jobs.outputs import mask_name
 
 if TYPE_CHECKING:
     from inrsr.bids.derivatives import Outputs
@@ -65,20 +67,16 @@ class SubjectJob:
     command_line: list[str] | None = field(default=None, hash=False)
 
 
-def _published(outputs: "Outputs", head_volumes: dict[str, Path], fit_dir: Path) -> list[tuple[Path, Path]]:
+def _published(outputs: "Outputs", head_volumes: dict[str, Path], stack_contrasts: list[str],
+               fit_dir: Path) -> list[tuple[Path, Path]]:
     """(file in the fit folder, its derivative name) for every published file."""
     pairs = []
     for head, target in outputs.volumes.items():
         pairs += [(head_volumes[head], target), (sidecar_path(head_volumes[head]), sidecar_path(target))]
-    for target, source in zip(outputs.masks, _mask_sources(fit_dir, len(outputs.masks))):
+    for k, (target, contrast) in enumerate(zip(outputs.masks, stack_contrasts), start=1):
+        source = fit_dir / mask_name(k, contrast)
         pairs += [(source, target), (sidecar_path(source), sidecar_path(target))]
     return pairs + [(fit_dir / "model.pt", outputs.model), (fit_dir / "report.html", outputs.report)]
-
-
-def _mask_sources(fit_dir: Path, n: int) -> list[Path]:
-    """The fit folder's mask files, ``mask-1_…`` to ``mask-n_…``, in stack order."""
-    found = {int(p.name.split("_", 1)[0][5:]): p for p in fit_dir.glob("mask-*_*.nii.gz")}
-    return [found[k] for k in range(1, n + 1)]
 
 
 def _link(source: Path, target: Path) -> None:
@@ -161,12 +159,13 @@ def run_subject(job: SubjectJob) -> dict:
                       output_dir=fit_dir, overwrite=not resume, resume=resume, progress=True,
                       max_memory_gb=job.max_memory_gb, command_line=job.command_line)
             volumes = {head: fit_dir / f"{head}.nii.gz" for head in out.images}
-            for source, target in _published(job.outputs, volumes, fit_dir):
+            for source, target in _published(job.outputs, volumes, [s.contrast for s in specs], fit_dir):
                 _link(source, target)
         record.update(status="done", self_consistency=out.log.get("self_consistency"),
                       support=out.log.get("support"), steps=out.log.get("steps"))
-    except (Interrupted, KeyboardInterrupt):
-        raise  # stops the whole run, not this subject only
+    except (Interrupted, KeyboardInterrupt):  # stops the whole run, not this subject only
+        raise Interrupted(f"interrupted while fitting {sel.label}; the subjects already finished are complete: run "
+                          "the same command again, it skips them and resumes this one") from None
     except InrsrError as exc:
         record.update(status="failed", error=str(exc))
     except Exception as exc:  # a bug: recorded with its traceback, the other subjects go on
@@ -216,13 +215,14 @@ def participant_level(
     config = config.replace(threads=threads_per_worker).validate()
     jobs = [SubjectJob(s, o, config, preset, resolution_mm, overwrite, max_memory_gb, command_line)
             for s, o in zip(selections, outputs)]
-    by_key_outputs = {f"inrsr-{s.label}": o for s, o in zip(selections, outputs)}
+
     for s in selections:
         runs = ", ".join(f"{r.contrast} ({Path(r.path).name})" for r in s.runs) or s.why_empty()
         echo(f"{s.label}: {runs}")
     workers = default_workers(threads_per_worker) if n_workers is None else n_workers
     records = []
-    by_key = {f"inrsr-{s.label}": s for s in selections}
+    run_id = uuid.uuid4().hex[:8]  # job names unique to this run: a cluster reuses the result of a known name
+    by_key = {f"inrsr-{s.label}-{run_id}": s for s in selections}
     for key, record, error in run_jobs(run_subject, jobs, list(by_key), n_workers=workers, scheduler=scheduler):
         if record is None:  # the worker died (killed for memory, lost): the job never returned
             s = by_key[key]
@@ -230,7 +230,9 @@ def participant_level(
                       "status": "failed", "seconds": 0.0, "warnings": [],
                       "error": f"the Dask worker running it failed ({type(error).__name__}: {one_line(error)})"}
             with contextlib.suppress(OSError):
-                write_json(by_key_outputs[key].log_dir / STATUS_FILE, record)
+                log_dir = outputs[selections.index(s)].log_dir
+                log_dir.mkdir(parents=True, exist_ok=True)
+                write_json(log_dir / STATUS_FILE, record)
         records.append(record)
         echo(_outcome_line(record))
     failed = [r["label"] for r in records if r["status"] == "failed"]

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from inrsr.errors import InputError, Interrupted
 
-__all__ = ["default_workers", "connect", "run_jobs"]
+__all__ = ["default_workers", "connect", "check_one_task_per_worker", "run_jobs"]
+
 
 def default_workers(threads_per_worker: int) -> int:
     """Worker processes of a local cluster: as many as the CPU cores allow at
@@ -36,6 +37,17 @@ def connect(scheduler: str) -> Any:
         reason = str(exc).splitlines()[0] if str(exc) else "no answer"
         raise InputError(f"--scheduler {scheduler}: no Dask scheduler answered ({type(exc).__name__}: {reason})") \
             from None
+
+
+def check_one_task_per_worker(client: Any, scheduler: str) -> None:
+    """:class:`InputError` when a worker of the cluster would run several jobs at once: a job
+    redirects its process's stderr and warnings, and sets its CPU threads."""
+    workers = client.scheduler_info().get("workers", {})
+    busy = sorted({int(w.get("nthreads", 1)) for w in workers.values() if int(w.get("nthreads", 1)) > 1})
+    if busy:
+        client.close()
+        raise InputError(f"--scheduler {scheduler}: its workers run {busy[-1]} tasks at once; start them with "
+                         "--nthreads 1 (each fit uses --threads-per-worker CPU threads itself)")
 
 
 def run_jobs(
@@ -61,8 +73,10 @@ def run_jobs(
     try:
         if scheduler is not None:
             client = connect(scheduler)
+            check_one_task_per_worker(client, scheduler)
         else:
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+            # memory_limit=0: Dask does not kill a worker for its memory; each fit checks its own
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=0,
                                    dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
         with client:

@@ -116,7 +116,8 @@ def stack_records(stacks: list[Stack], recon: Reconstruction, transforms: list[d
     mask was given or estimated, the training voxels it gave and the world map registration found)."""
     hashes = hashes or {}
     return [
-        {"contrast": s.contrast, "path": os.path.abspath(s.path), "sha256": hashes.get(os.path.abspath(s.path)),
+        {"contrast": s.contrast, "path": os.path.abspath(s.path) if os.path.isfile(s.path) else s.path,
+         "sha256": hashes.get(os.path.abspath(s.path)),
          "shape": list(s.shape), "affine": s.affine.tolist(), "thickness_mm": s.slice_thickness_mm,
          "thickness_source": s.thickness_source, "slice_axis": s.slice_axis,
          "mask_source": "given" if s.mask is not None else "estimated",

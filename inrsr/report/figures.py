@@ -48,8 +48,10 @@ class PlaneRow:
 def png_bytes(fig: "plt.Figure") -> bytes:
     """The figure as PNG bytes; closes it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return buf.getvalue()
 
 

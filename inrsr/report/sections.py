@@ -17,7 +17,7 @@ from inrsr.report.evidence import Evidence
 from inrsr.report.figures import (
     Contour, PlaneRow, crops_png, curves_png, grey_limits, mask_slices_png, plane_rows_png,
 )
-from inrsr.report.page import Section, image_tag, paragraph, table
+from inrsr.report.page import Section, escape, image_tag, paragraph, table
 from inrsr.report.planes import Plane, display_planes, on_plane, plane_world_points, prefiltered, sample_on_plane
 
 __all__ = ["Views", "build_sections", "brain_support"]
@@ -219,7 +219,7 @@ def registration(ev: Evidence, views: Views) -> Section:
         after = [Contour(sample_on_plane(coeffs, s.affine, p, 1), level, "#30d158") for p in views.planes]
         plot_rows = [PlaneRow("before (header)", ref_views, *limits, contours=[[c] for c in before]),
                      PlaneRow("after (registered)", ref_views, *limits, contours=[[c] for c in after])]
-        figs.append(f"<h3>stack {k + 1}: {_name(s)} over stack {fixed + 1}: {_name(ref)}</h3>"
+        figs.append(f"<h3>stack {k + 1}: {escape(_name(s))} over stack {fixed + 1}: {escape(_name(ref))}</h3>"
                     + image_tag(plane_rows_png(plot_rows, views.planes), f"edges of stack {k + 1} on the reference"))
     guide = paragraph(
         "Rigid transforms found by --register (each stack against the reference stack), and the edges of each "
