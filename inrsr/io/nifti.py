@@ -182,12 +182,7 @@ def load_image(
         _check_affine(p, img.affine)
         _check_declared_size(p, img, what, max_memory_gb)
         _check_forms(p, img)
-        raw = np.asanyarray(img.dataobj)
-        if np.iscomplexobj(raw):
-            warnings.warn(f"{p}: complex-valued voxels; their magnitude is used", InputWarning, stacklevel=2)
-            raw = np.abs(raw)
-        data = np.asarray(raw, dtype=np.float32).reshape(shape)
-        del raw
+        data = _voxels(img, str(p), shape)
     except InputError:
         raise
     except MemoryError:
@@ -195,6 +190,15 @@ def load_image(
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise InputError(f"{p}: cannot read as NIfTI ({type(exc).__name__}: {one_line(exc)})") from None
     return data, img
+
+
+def _voxels(img: nib.Nifti1Image, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The image's voxels as float32 of ``shape``; complex data as its magnitude, with a warning."""
+    raw = np.asanyarray(img.dataobj)
+    if np.iscomplexobj(raw):
+        warnings.warn(f"{name}: complex-valued voxels; their magnitude is used", InputWarning, stacklevel=3)
+        raw = np.abs(raw)
+    return np.asarray(raw, dtype=np.float32).reshape(shape)
 
 
 def image_data(img: object, name: str, what: str = "image") -> np.ndarray:
@@ -210,11 +214,7 @@ def image_data(img: object, name: str, what: str = "image") -> np.ndarray:
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"{name}: {what} must be 3D and not empty, got shape {tuple(img.shape)}")
     _check_affine(Path(name), np.asarray(img.affine, dtype=np.float64))
-    raw = np.asanyarray(img.dataobj)
-    if np.iscomplexobj(raw):
-        warnings.warn(f"{name}: complex-valued voxels; their magnitude is used", InputWarning, stacklevel=2)
-        raw = np.abs(raw)
-    return np.asarray(raw, dtype=np.float32).reshape(shape)
+    return _voxels(img, name, shape)
 
 
 def load_mask(path: str | os.PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
