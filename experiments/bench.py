@@ -11,7 +11,11 @@ measured steps per second. Runs on CUDA when one is present (``--device``).
 The table is written to ``experiments/results/bench.md`` (and ``bench.json``), which the README
 links; simulated stacks and per-run results are cached in ``--out`` (``bench_out``).
 
-    python experiments/bench.py [--cases brats,msseg] [--protocols slab,point] [--out bench_out]
+The ``-untold`` protocols are the same stacks without a sidecar: the fit estimates each slice
+thickness first (its seconds are part of the fit time and shown in brackets; the thickness used is
+in its own column).
+
+    python experiments/bench.py [--cases brats,msseg] [--protocols slab,point,point-untold] [--out bench_out]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
 from inrsr.device import resolve_device  # noqa: E402
 from inrsr.evaluate.metrics import evaluate  # noqa: E402
+from inrsr.fit.thickness import with_thickness_estimates  # noqa: E402
 from inrsr.io.grids import reference_grid  # noqa: E402
 from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
 from inrsr.jobs.reconstruct import reconstruct  # noqa: E402
@@ -60,11 +65,16 @@ def run_method(spec: dict) -> dict:
     else:
         config = method_config(method, spec["device"], spec["paper_budget"])
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
+        t0 = time.perf_counter()
+        stacks = with_thickness_estimates(stacks, config)  # only where no sidecar tells the thickness
+        estimate_s = time.perf_counter() - t0
+        out["thickness_mm"] = [round(s.slice_thickness_mm, 2) for s in stacks]
         recon = reconstruct(stacks, config)
         res, consistent_s = recon.fit, recon.consistency_s
         t0 = time.perf_counter()
         vols = render_subject(recon.field, grid, recon.subject, config)
-        out.update(render_s=time.perf_counter() - t0, fit_s=res.seconds + consistent_s, consistent_s=consistent_s,
+        out.update(render_s=time.perf_counter() - t0, fit_s=estimate_s + res.seconds + consistent_s,
+                   estimate_s=estimate_s, consistent_s=consistent_s,
                    points_per_s=res.points_per_second,
                    steps=res.steps, stopped_by=res.stopped_by,
                    epoch50_s=res.seconds / max(res.steps, 1) * res.steps_per_epoch * 50)
@@ -77,23 +87,28 @@ def run_method(spec: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| case | protocol | method | fit s | render s | train pts/s | RSS GB | PSNR / SSIM per contrast "
-             "| gain over cubic, dB | paper 50-ep time ÷ fit time |", "|" + "---|" * 10]
+    lines = ["| case | protocol | method | fit s (of which thickness estimate) | render s | train pts/s | RSS GB "
+             "| slice thickness mm | PSNR / SSIM per contrast | gain over cubic, dB | paper 50-ep time ÷ fit time |",
+             "|" + "---|" * 11]
     for r in rows:
         cs = r["contrasts"]
         q = ", ".join(f"{c} {r[f'psnr_{c}']:.2f} / {r[f'ssim_{c}']:.3f}" for c in cs)
         gain = ", ".join(f"{c} {r[f'psnr_{c}'] - r['cubic'][f'psnr_{c}']:+.2f}" for c in cs)
         ratio = f"{r['paper_epoch50_s'] / r['fit_s']:.0f}×" if r["fit_s"] and r.get("paper_epoch50_s") else "–"
         pts = f"{r['points_per_s'] / 1e3:.0f} k" if np.isfinite(r["points_per_s"]) else "–"
-        lines.append(f"| {r['case']} | {r['protocol']} | {r['method']} | {r['fit_s']:.1f} | {r['render_s']:.1f} "
-                     f"| {pts} | {r['rss_gb']:.2f} | {q} | {gain} | {ratio} |")
+        est = f" ({r['estimate_s']:.1f})" if r.get("estimate_s") else ""
+        thick = ", ".join(f"{t:g}" for t in r.get("thickness_mm", [])) or "–"
+        lines.append(f"| {r['case']} | {r['protocol']} | {r['method']} | {r['fit_s']:.1f}{est} | {r['render_s']:.1f} "
+                     f"| {pts} | {r['rss_gb']:.2f} | {thick} | {q} | {gain} | {ratio} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="brats,msseg")
-    ap.add_argument("--protocols", default="slab,point")
+    ap.add_argument("--protocols", default="slab,point,point-untold,slab-untold,gap-untold",
+                    help="protocols of cases.py; '-untold': no sidecar, the fit estimates the slice thickness "
+                         "(the paper preset's point profile has none, so it is not run there)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--paper-budget", type=float, default=120.0, help="seconds of training for the paper preset")
@@ -116,6 +131,8 @@ def main() -> None:
             paths = prepare(case, protocol, args.factor, root, out / "cache")
             results: dict[str, dict] = {}
             for method in args.methods.split(","):
+                if method == "paper" and protocol.endswith("-untold"):
+                    continue
                 tag = "" if method == "cubic" else "_" + config_tag(method_config(method, device, args.paper_budget))
                 cached = out / "runs" / f"{case_name}_{protocol}_{method}_{device}{tag}.json"
                 if cached.exists() and not args.fresh:

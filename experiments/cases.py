@@ -15,14 +15,32 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from inrsr.io.files import write_thickness_sidecar
+from inrsr.io.files import sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
 from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
 
 REPO = Path(__file__).resolve().parents[1]
-# The slice profile each evaluation protocol simulates its thick stacks with.
-PROTOCOL_PROFILES = {"point": "point", "slab": "box"}
 DATA_ENV = "INRSR_DATA"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a protocol simulates its thick stacks: the slice ``profile``, the slice thickness as a
+    fraction of the spacing (``None``: the simulator's default, one source voxel for ``point``, the
+    spacing for ``box``) and whether a BIDS sidecar tells the fit that thickness (``told``)."""
+
+    profile: str
+    thickness_fraction: float | None = None
+    told: bool = True
+
+
+# point: the paper's (cubic-spline values at the thick voxels' centres); slab: 4 mm boxes; gap:
+# 2 mm boxes 4 mm apart. "-untold": the same stacks without a sidecar, so the fit estimates the thickness.
+PROTOCOLS = {
+    "point": Protocol("point"), "slab": Protocol("box"), "gap": Protocol("box", 0.5),
+    "point-untold": Protocol("point", told=False), "slab-untold": Protocol("box", told=False),
+    "gap-untold": Protocol("box", 0.5, told=False),
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
     """Simulate each contrast's thick stack (cached on disk); return paths of stacks, truths, mask."""
     folder = cache / f"{case.name}_{protocol}_x{factor}"
     folder.mkdir(parents=True, exist_ok=True)
+    proto = PROTOCOLS[protocol]
+    width = None if proto.thickness_fraction is None else proto.thickness_fraction * factor
     stacks, truths = {}, {}
     for contrast, fname, view in case.contrasts:
         src = root / case.folder / fname
@@ -79,10 +99,13 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
         axis = view_axis(img.affine, view)
         if not out.exists():
             data = np.asarray(img.dataobj, dtype=np.float32)
-            lo, aff = simulate_stack(data, img.affine, axis, factor, PROTOCOL_PROFILES[protocol])
+            lo, aff = simulate_stack(data, img.affine, axis, factor, proto.profile, width)
             save_nifti(lo, aff, out, HeaderCodes.from_header(img.header))
-        # The BIDS sidecar a scanner would write: point samples are thin slices with gaps.
-        write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, PROTOCOL_PROFILES[protocol]))
+        sidecar = sidecar_path(out)
+        if proto.told:  # the BIDS sidecar a scanner would write: point samples are thin slices with gaps
+            write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, proto.profile, width))
+        elif sidecar.exists():
+            sidecar.unlink()
         stacks[contrast] = str(out)
     mask_path = folder / "mask.nii.gz"
     if not mask_path.exists():

@@ -1,13 +1,15 @@
 """The paper's experiments (``make exp``): every method on every shared case and protocol.
 
 Cases (``cases.py``): brats (t1c axial + t2w coronal), msseg (open_ms patient07 t1 coronal +
-flair axial), msseg_t2 (t2 coronal + flair axial); protocols point and slab; factor 4.
+flair axial), msseg_t2 (t2 coronal + flair axial); protocols point, slab and point-untold (the point
+protocol's stacks without a sidecar: the fit and SMORE estimate the slice thickness); factor 4.
 
 Methods:
 
 * ``cubic``   cubic B-spline interpolation of each stack (``inrsr baseline cubic``);
 * ``smore``   our SMORE (``inrsr baseline smore``), each stack alone, ``--smore-budget`` s of training,
-  given each protocol's true slice profile (slab: box of the 4 mm spacing; point: a 1 mm box);
+  given each protocol's true slice profile (slab: box of the 4 mm spacing; point: a 1 mm box), or
+  a box of the width estimated from the stack when the protocol does not tell it;
 * ``single``  the paper's network, one independent network per contrast (``--variant single``);
 * ``vanilla`` the paper's network, shared trunk and one shared output layer (``--variant vanilla``);
 * ``split``   the paper's model: shared trunk, one head per contrast (``--preset paper``);
@@ -55,12 +57,15 @@ from inrsr.device import torch_threads  # noqa: E402
 from inrsr.evaluate.metrics import evaluate, psnr  # noqa: E402
 from inrsr.geometry import apply_affine, world_axis_of  # noqa: E402
 from inrsr.io.grids import reference_grid  # noqa: E402
-from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
+from inrsr.fit.thickness import single_stack_estimate_mm, with_thickness_estimates  # noqa: E402
+from inrsr.io.stack import Stack, StackSpec, load_stacks  # noqa: E402
 from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.mi import mutual_information  # noqa: E402
 from inrsr.render import render_grid  # noqa: E402
 
 METHODS = ("cubic", "smore", "single", "vanilla", "split", "default")
+# The methods that use a slice thickness, and so run on the protocols that do not tell it.
+UNTOLD_METHODS = ("cubic", "smore", "default")
 LABELS = {
     "cubic": "Cubic spline", "smore": "SMORE", "single": "Single-contrast INR", "vanilla": "MC vanilla MLP",
     "split": "MC split head (paper)", "default": "inrsr default",
@@ -143,19 +148,29 @@ def run_method(spec: dict) -> dict:
         from inrsr.baselines.smore.config import SmoreConfig
         from inrsr.baselines.smore.run import smore_volume
 
-        # The slice profile each protocol really has: a 4-slice box (slab), point samples (point).
-        profile = {"slab": {"profile": "box"}, "point": {"profile": "box", "thickness_mm": 1.0}}[spec["protocol"]]
+        # The slice profile each protocol really has: a 4-slice box (slab), point samples (point), 2 mm
+        # boxes (gap); untold, the box's width is estimated from each stack, as `inrsr baseline smore` does.
+        profile = {"slab": {"profile": "box"}, "point": {"profile": "box", "thickness_mm": 1.0},
+                   "gap": {"profile": "box", "thickness_mm": 2.0}}.get(spec["protocol"], {"profile": "box"})
         config = SmoreConfig(time_limit_s=0.0 if spec["full"] else spec["smore_budget"], threads=spec["threads"],
                              **profile)
         vols, info = {}, {}
         for c, p in paths["stacks"].items():
-            vols[c], info[c] = smore_volume(*load_volume(p), grid, config)
+            data, affine = load_volume(p)
+            run_config = config
+            if spec["protocol"].endswith("-untold"):
+                width = single_stack_estimate_mm(Stack(data, affine, c), "box", threads=spec["threads"])
+                run_config = config if width is None else config.replace(thickness_mm=width)
+            vols[c], info[c] = smore_volume(data, affine, grid, run_config)
         out["fit_s"] = sum(i["train_seconds"] for i in info.values())
         out["render_s"] = sum(i["infer_seconds"] for i in info.values())
         out["smore"] = info
     else:
         config = _inr_config(method, spec)
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
+        t0 = time.perf_counter()
+        stacks = with_thickness_estimates(stacks, config)  # only where no sidecar tells the thickness
+        out["estimate_s"], out["thickness_mm"] = time.perf_counter() - t0, [s.slice_thickness_mm for s in stacks]
         subject, train = training_set(stacks, config)
         probe = Probe(truths, mask, grid.affine, subject, train, config.precision)
         recon = reconstruct(stacks, config, prepared=(subject, train), callback=probe)
@@ -167,7 +182,7 @@ def run_method(spec: dict) -> dict:
             vols = render_grid(recon.field, grid, subject.normaliser, subject.scales, config.render_chunk, "cpu",
                                [(mask, grid.affine)], config.precision)
         out.update(
-            render_s=time.perf_counter() - t0, fit_s=res.seconds + consistent_s, steps=res.steps, stopped_by=res.stopped_by,
+            render_s=time.perf_counter() - t0, fit_s=out["estimate_s"] + res.seconds + consistent_s, steps=res.steps, stopped_by=res.stopped_by,
             epochs=res.steps / res.steps_per_epoch, points_per_s=res.points_per_second,
             mi_curve=res.mi_curve, probe=probe.curve, config=config.to_dict(),
             truth_mi_points=_truth_mi_at(train.mi_coords, subject, truths, grid.affine),
@@ -208,7 +223,8 @@ def _run_all(args: argparse.Namespace) -> list[dict]:
     root, out = data_root(), Path(args.out)
     cache = out / "cache"
     full = os.environ.get("EXP_FULL", "") == "1"
-    jobs = [(c, p, m) for c in args.cases.split(",") for p in args.protocols.split(",") for m in args.methods.split(",")]
+    jobs = [(c, p, m) for c in args.cases.split(",") for p in args.protocols.split(",") for m in args.methods.split(",")
+            if not p.endswith("-untold") or m in UNTOLD_METHODS]
     rows, t_start = [], time.perf_counter()
     for k, (case_name, protocol, method) in enumerate(jobs, 1):
         case = CASES[case_name]
@@ -300,7 +316,9 @@ def _tables(rows: list[dict], header: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
-    ap.add_argument("--protocols", default="point,slab")
+    ap.add_argument("--protocols", default="point,slab,point-untold",
+                    help="protocols of cases.py; '-untold': no sidecar, so the methods estimate the slice thickness "
+                         "(only cubic, smore and default run there: the paper's point profile has no thickness)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--inr-budget", type=float, default=20.0,

@@ -236,6 +236,10 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
             f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {s['render']:.1f} s → {output}",
             err=True,
         )
+        estimated = [f"{Path(r['path']).name} {r['estimated_thickness_mm']:.2f} mm" for r in summary["stacks"]
+                     if r.get("estimated_thickness_mm") is not None]
+        if estimated:
+            click.echo(f"slice thickness estimated in {s['thickness_estimate']:.1f} s: {', '.join(estimated)}", err=True)
 
 
 @main.command(context_settings=CONTEXT)
@@ -295,6 +299,10 @@ def check(model_path, holdout, output, overwrite, quiet):
                 lines.append(("left out (slices): cubic", lo["cubic"]))
         for label, sc in lines:
             click.echo(f"{name:<40} {label:<26} {sc['psnr']:>8.2f} {sc['nrmse']:>7.4f} {sc['corr']:>6.3f}")
+    for row in report["stacks"]:
+        est = row.get("estimated_thickness_mm")
+        click.echo(f"{Path(row['path']).name}: slices {row['thickness_mm']:.3g} mm thick (from "
+                   f"{row.get('thickness_source') or 'unknown'})" + (f"; estimated {est:.2f} mm" if est is not None else ""))
     if output is not None:
         write_json(output, report)
 
@@ -330,19 +338,24 @@ def report(model_path, output, point, overwrite):
               help="Slices thick along S–I (axial), A–P (coronal) or L–R (sagittal).")
 @click.option("--axis", type=click.IntRange(0, 2), help="Thick array axis (instead of --view).")
 @click.option("--factor", type=click.IntRange(1, 64), default=4, show_default=True, help="Slice spacing factor.")
-@click.option("--profile", type=click.Choice(["point", "box", "slab"]), default="point", show_default=True,
+@click.option("--profile", type=click.Choice(["point", "box", "gaussian", "slab"]), default="point", show_default=True,
               help="point: cubic-spline values at the thick voxels' centres (the paper's protocol); box: mean of "
-                   "FACTOR slices (a slab; 'slab' is its former name).")
+                   "the slices across the slice thickness (a slab; 'slab' is its former name); gaussian: blurred "
+                   "by a Gaussian of FWHM the slice thickness, then sampled as point.")
+@click.option("--thickness", type=POSITIVE, metavar="MM",
+              help="Slice thickness of box and gaussian profiles (default: FACTOR voxels); a box spans a whole "
+                   "number of voxels of FACTOR's parity, thinner (gaps) or thicker (overlap) than the spacing.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output .nii/.nii.gz.")
 @click.option("--overwrite", is_flag=True)
 @_fail_cleanly
-def simulate(hr, view, axis, factor, profile, output, overwrite):
+def simulate(hr, view, axis, factor, profile, thickness, output, overwrite):
     """Make a thick-slice stack from an isotropic volume HR, with a BIDS sidecar (.json beside it)
-    giving its SliceThickness (one HR voxel for point samples, FACTOR voxels for a box) and where
+    giving its SliceThickness (one HR voxel for point samples, else the slice thickness) and where
     it came from."""
     from inrsr.jobs.tools import simulate_file
 
-    info = simulate_file(hr, output, view, axis, factor, profile, overwrite, command_line=_command_line())
+    info = simulate_file(hr, output, view, axis, factor, profile, overwrite, command_line=_command_line(),
+                         thickness_mm=thickness)
     click.echo(f"{output}: {'×'.join(map(str, info['shape']))} voxels, thick axis {info['axis']}, slices "
                f"{info['thickness_mm']:g} mm thick", err=True)
 
@@ -510,7 +523,8 @@ def smore(input_path, ref, resolution, output, thickness, overwrite, quiet, **op
     if not quiet:
         click.echo(
             f"{output}: {'×'.join(map(str, info['shape']))} voxels; thick axis {info['thick_axis']}, ratio "
-            f"{info['ratio']:.3g}; trained {info['iterations']} steps in {info['train_seconds']:.1f} s "
+            f"{info['ratio']:.3g}, {info['profile']} slices {info['thickness_mm']:.3g} mm thick (from "
+            f"{info['thickness_source']}); trained {info['iterations']} steps in {info['train_seconds']:.1f} s "
             f"(final L1 {info['final_loss']:.4f}), inference {info['infer_seconds']:.1f} s",
             err=True,
         )

@@ -160,6 +160,7 @@ class Trainer:
         self.curve_sums, self.curve_counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
         self.stop, self.last_mi, self.loss = False, float("nan"), None
         self.finished = False  # restored from the state of a fit that had ended
+        self.label = "fit"  # names the run in progress lines
 
     # -- resume state --------------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class Trainer:
         plan = self.plan
         self.start = time.perf_counter() - self.elapsed
         self.last_save = time.perf_counter()
-        self.bar = Progress(plan.total_steps, "fit", initial=self.step, enabled=progress, every_s=progress_every_s)
+        self.bar = Progress(plan.total_steps, self.label, initial=self.step, enabled=progress, every_s=progress_every_s)
         self.last_mi = self.result.mi_curve[-1]["mi"] if self.result.mi_curve else float("nan")
         self.lr = learning_rate_at(self.step, plan.steps_per_epoch, plan.total_steps, self.config)
         try:

@@ -30,7 +30,8 @@ class StepData:
     stack's profile points. With registration, ``mi_driven`` (S,) marks the stacks pulled by MI
     towards ``ref_contrast`` and ``data_blind`` (S,) those whose data must not move them (see
     :func:`inrsr.register.poses.registration_roles`). ``reg_jitter`` and ``reg_step`` (normalised units)
-    place the smoothness points."""
+    place the smoothness points. ``width_scale`` (S,), when set, multiplies each stack's profile
+    offsets: the learnable slice widths of :mod:`inrsr.fit.thickness` (their absolute value is used)."""
 
     coords: torch.Tensor
     values: torch.Tensor
@@ -44,6 +45,7 @@ class StepData:
     mi_driven: torch.Tensor | None = None
     data_blind: torch.Tensor | None = None
     ref_contrast: int = 0
+    width_scale: torch.Tensor | None = None
 
 
 def training_forward(
@@ -73,7 +75,10 @@ def train_step(
     the poses' gradients. Returns the loss and, per contrast, the summed squared errors and the
     voxel count of the batch."""
     c, s = data.contrast_id[idx], data.stack_id[idx]
-    pts = voxel_profile_points(data.coords[idx], data.offsets[s], s, poses)
+    offsets = data.offsets[s]
+    if data.width_scale is not None:
+        offsets = offsets * data.width_scale.abs()[s][:, None, None]
+    pts = voxel_profile_points(data.coords[idx], offsets, s, poses)
     by_mi = data.mi_driven[s] if data.mi_driven is not None else None
     data_pts = pts if data.data_blind is None else torch.where(data.data_blind[s][:, None, None], pts.detach(), pts)
     reg_pts = data.coords.new_empty(0, 3)

@@ -45,6 +45,9 @@ class Stack:
     thickness_from_sidecar : whether :attr:`thickness_mm` was read from the image's BIDS sidecar
         (``SliceThickness``) rather than given by the caller (``--thickness``).
     mask_path : the file :attr:`mask` was read from (``--mask``), if any.
+    estimated_thickness_mm : the slice thickness estimated from the data
+        (:mod:`inrsr.fit.thickness`), when it was estimated, whether or not it is used.
+    thickness_estimated : whether :attr:`thickness_mm` is that estimate.
     """
 
     data: np.ndarray
@@ -56,6 +59,8 @@ class Stack:
     codes: HeaderCodes = field(default_factory=HeaderCodes)
     thickness_from_sidecar: bool = False
     mask_path: str | None = None
+    estimated_thickness_mm: float | None = None
+    thickness_estimated: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,10 +85,12 @@ class Stack:
     @property
     def thickness_source(self) -> str:
         """Where :attr:`slice_thickness_mm` comes from: ``sidecar`` (a BIDS sidecar's
-        ``SliceThickness``), ``option`` (given: ``--thickness``) or ``spacing`` (none given: the
-        slice spacing is assumed)."""
+        ``SliceThickness``), ``option`` (given: ``--thickness``), ``estimate`` (estimated from the
+        data) or ``spacing`` (none given nor estimated: the slice spacing is assumed)."""
         if not self.thickness_mm:
             return "spacing"
+        if self.thickness_estimated:
+            return "estimate"
         return "sidecar" if self.thickness_from_sidecar else "option"
 
     def describe(self) -> str:

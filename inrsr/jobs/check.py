@@ -69,7 +69,8 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     with model.without_correction():
         for s, mask in zip(stacks, masks):
             pred = resimulate(model, s, subject, config, where=mask)
-            rows.append({"path": s.path, "contrast": s.contrast, "self": stack_scores(pred, s.data, mask)})
+            rows.append({"path": s.path, "contrast": s.contrast, "thickness_mm": s.slice_thickness_mm,
+                         "self": stack_scores(pred, s.data, mask)})
     if holdout_every:
         if holdout_every < 2:
             raise InputError(f"--holdout must be at least 2, got {holdout_every}")
@@ -96,4 +97,7 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
                 "mode": f"every {holdout_every}th slice", "slices": held.tolist(),
                 "inr": stack_scores(pred, s.data, where), "cubic": stack_scores(cubic, s.data, where),
             }
+    for row, meta in zip(rows, payload["stacks"]):
+        row["thickness_source"] = meta.get("thickness_source")
+        row["estimated_thickness_mm"] = meta.get("estimated_thickness_mm")
     return {"model": str(model_path), "holdout_every": holdout_every, "stacks": rows}

@@ -74,7 +74,7 @@ class Fitted:
     (moved with the stacks when registration changed the union of their fields of view), the
     rendered volumes (contrast → array on ``grid``), the header codes they are written with (the
     reference's, else the first stack's), the transforms registration found (or ``None``) and the
-    seconds of the phases (``prepare``, ``render``)."""
+    seconds of the phases (``prepare``, which includes ``thickness_estimate``, and ``render``)."""
 
     recon: Reconstruction
     grid: Grid
@@ -100,8 +100,8 @@ def fit_summary(request: FitRequest, fitted: Fitted, run: FitRun) -> dict:
         "stopped_early": result.stopped_early,
         "stopped_by": result.stopped_by,
         "final_mi": result.mi_curve[-1]["mi"] if result.mi_curve else None,
-        "seconds": {"prepare": seconds["prepare"], "fit": result.seconds, "data_consistency": recon.consistency_s,
-                    "render": seconds["render"]},
+        "seconds": {"prepare": seconds["prepare"], "thickness_estimate": seconds.get("thickness_estimate", 0.0),
+                    "fit": result.seconds, "data_consistency": recon.consistency_s, "render": seconds["render"]},
         "train_points_per_second": result.points_per_second,
         "transforms": transforms,
     }
@@ -242,6 +242,7 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     grid and check that every voxel is finite (:class:`~inrsr.errors.FitError` otherwise).
     Writes nothing but the training state, when the request has a ``state_path``."""
     from inrsr.fit.progress import PROGRESS_EVERY_S, VERBOSE_EVERY_S
+    from inrsr.fit.thickness import needs_estimate, with_thickness_estimates
     from inrsr.jobs.reconstruct import reconstruct, training_set
     from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
     from inrsr.render import render_subject
@@ -249,6 +250,14 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     stacks, config, grid = request.stacks, request.config, request.grid
     t0 = time.perf_counter()
     run.sources = source_hashes([p for p in request.inputs if p is not None and os.path.isfile(p)])
+    t_estimate = 0.0
+    if any(needs_estimate(stacks, config)):
+        # in place: the log, the outputs and the report describe the stacks as fitted
+        request.stacks[:] = stacks = with_thickness_estimates(stacks, config, progress)
+        t_estimate = time.perf_counter() - t0
+        run.say("slice thickness estimated: " + ", ".join(
+            f"stack {k} {s.estimated_thickness_mm:.2f} mm" for k, s in enumerate(stacks, start=1))
+            + f" ({t_estimate:.1f} s)")
     for k, s in enumerate(stacks, start=1):
         run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "
                 f"{'given' if s.mask is not None else 'estimated'}")
@@ -280,4 +289,4 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     run.say(f"render: {'×'.join(map(str, grid.shape))} voxels in {t_render:.1f} s")
     check_finite_volumes(volumes, request.paths or {c: f"the {c} volume" for c in volumes})
     return Fitted(recon, grid, volumes, request.ref_codes or stacks[0].codes, transforms,
-                  {"prepare": t_prep, "render": t_render})
+                  {"prepare": t_prep, "render": t_render, "thickness_estimate": t_estimate})

@@ -112,14 +112,16 @@ def fit_output_paths(out_dir: Path, stack_contrasts: list[str], registering: boo
 def stack_records(stacks: list[Stack], recon: Reconstruction, transforms: list[dict] | None,
                   hashes: dict[str, str] | None = None) -> list[dict]:
     """Per input stack, what the model file and the log keep of it (absolute path and its SHA-256
-    from ``hashes`` when known, grid, thickness and where it came from, whether its foreground
+    from ``hashes`` when known, grid, thickness and where it came from, the thickness estimated
+    from its voxels (``None`` when not estimated), whether its foreground
     mask was given or estimated, the training voxels it gave and the world map registration found)."""
     hashes = hashes or {}
     return [
         {"contrast": s.contrast, "path": os.path.abspath(s.path) if os.path.isfile(s.path) else s.path,
          "sha256": hashes.get(os.path.abspath(s.path)),
          "shape": list(s.shape), "affine": s.affine.tolist(), "thickness_mm": s.slice_thickness_mm,
-         "thickness_source": s.thickness_source, "slice_axis": s.slice_axis,
+         "thickness_source": s.thickness_source, "estimated_thickness_mm": s.estimated_thickness_mm,
+         "slice_axis": s.slice_axis,
          "mask_source": "given" if s.mask is not None else "estimated",
          "n_train_points": int((recon.train.stack_id == k).sum()),
          "registration_mm": transforms[k]["matrix_mm"] if transforms else np.eye(4).tolist()}

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from inrsr.errors import InputError
-from inrsr.geometry import Grid
+from inrsr.geometry import Grid, voxel_sizes_mm
 from inrsr.io.files import (
     check_output_file, check_writable, refuse_existing, refuse_inputs, sidecar_path, with_sidecars, write_sidecar,
 )
@@ -29,28 +29,35 @@ def _claim_output(output: str, inputs: list[str | None], overwrite: bool) -> Non
 
 def simulate_file(
     hr: str, output: str, view: str | None, axis: int | None, factor: int, profile: str, overwrite: bool,
-    command_line: list[str] | None = None,
+    command_line: list[str] | None = None, thickness_mm: float | None = None,
 ) -> dict:
     """Write a thick-slice stack simulated from the isotropic volume ``hr`` (see
     :func:`inrsr.acquisition.simulate.simulate_stack`), with a BIDS sidecar giving its
     ``SliceThickness`` and its provenance (:mod:`inrsr.io.provenance`, with ``command_line``).
-    Thick along ``view`` or array ``axis`` (exactly one of them)."""
+    Thick along ``view`` or array ``axis`` (exactly one of them); ``thickness_mm``: the slice
+    thickness of a ``box`` or ``gaussian`` profile (default ``factor`` voxels of ``hr``)."""
     from inrsr.acquisition.profiles import profile_name
     from inrsr.acquisition.simulate import PROFILES, simulate_stack, simulated_thickness_mm, view_axis
 
     if (view is None) == (axis is None):
         raise InputError("give exactly one of --view or --axis")
     profile = profile_name(profile, allowed=PROFILES)
+    if thickness_mm is not None and profile == "point":
+        raise InputError("--thickness is for the box and gaussian profiles; point samples have none")
     _claim_output(output, [hr], overwrite)
     data, img = load_image(hr, "volume")
     ax = axis if axis is not None else view_axis(img.affine, view)
     if data.shape[ax] < factor:
         raise InputError(f"{hr}: axis {ax} has {data.shape[ax]} voxels, fewer than --factor {factor}")
-    lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile)
-    thickness = simulated_thickness_mm(img.affine, ax, factor, profile)
+    width_vox = None if thickness_mm is None else thickness_mm / float(voxel_sizes_mm(img.affine)[ax])
+    if width_vox is not None and width_vox > data.shape[ax]:
+        raise InputError(f"{hr}: --thickness {thickness_mm:g} mm exceeds axis {ax}'s extent")
+    lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile, width_vox)
+    thickness = simulated_thickness_mm(img.affine, ax, factor, profile, width_vox)
     save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
     description = (f"thick-slice stack simulated from {os.path.abspath(hr)}: thick along its array axis {ax}, "
-                   f"{profile} slice profile, slices {factor} voxels apart, in its intensity units")
+                   f"{profile} slice profile {thickness:g} mm thick, slices {factor} voxels apart, in its intensity "
+                   "units")
     write_sidecar(output, volume_sidecar(description, None, Grid(lr.shape, lr_affine), source_hashes([hr]),
                                          command_line, extra={"SliceThickness": float(thickness)}))
     return {"shape": list(lr.shape), "axis": ax, "thickness_mm": thickness}
@@ -119,6 +126,15 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
         raise InputError(f"{input_path}: {exc}") from None
     resolve_device(config.device)
     grid, ref_codes = stack_output_grid(stack.shape, stack.affine, ref, resolution)
+    if config.thickness_estimate == "always" or (config.thickness_estimate == "auto" and stack.thickness_mm is None):
+        from dataclasses import replace
+
+        from inrsr.fit.thickness import single_stack_estimate_mm
+
+        width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
+        if width is not None:  # else: no estimate (warned), the given thickness or the spacing stays
+            stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width)
+            config = config.replace(thickness_mm=width).validate()
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
     check_finite_volumes({"smore": volume}, {"smore": output})
     save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
@@ -126,4 +142,4 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
                    f"thick, from {stack.thickness_source}), resampled by cubic interpolation, in its intensity units")
     write_sidecar(output, volume_sidecar(description, None, grid, sources, command_line, reference=ref,
                                          extra={"Options": config.to_dict()}))
-    return {**info, "shape": list(grid.shape)}
+    return {**info, "shape": list(grid.shape), "thickness_source": stack.thickness_source}

@@ -17,7 +17,7 @@ def ramp_volume(shape, affine, direction):
 
 
 @pytest.mark.parametrize("name", ["ras", "flipped", "oblique"])
-@pytest.mark.parametrize("profile", ["point", "box"])
+@pytest.mark.parametrize("profile", ["point", "box", "gaussian"])
 @pytest.mark.parametrize("n", [40, 43])
 def test_simulated_values_sit_at_the_stack_voxel_centres(name, profile, n):
     hr = make_affine((1.0, 1.0, 1.0), flips=(-1, 1, 1) if name != "ras" else (1, 1, 1),
@@ -43,6 +43,21 @@ def test_slab_is_block_mean_and_point_matches_nibabel_grid_count():
     assert lr_p.shape == (4, 5, 5)
 
 
+def test_thin_and_overlapping_boxes_stay_centred_on_their_blocks():
+    vol = np.random.default_rng(1).normal(size=(3, 4, 16)).astype(np.float32)
+    gap, aff_gap = simulate_stack(vol, np.eye(4), 2, 4, "box", 2)  # 2 mm slices, 4 mm apart
+    thick, aff_thick = simulate_stack(vol, np.eye(4), 2, 4, "box")
+    np.testing.assert_allclose(aff_gap, aff_thick)
+    np.testing.assert_allclose(gap[..., 1], vol[..., 5:7].mean(axis=-1), atol=1e-6)
+    over, _ = simulate_stack(vol, np.eye(4), 2, 4, "box", 6)  # 6 mm slices overlap by 2 mm
+    np.testing.assert_allclose(over[..., 1], vol[..., 3:9].mean(axis=-1), atol=1e-6)
+    np.testing.assert_allclose(over[..., 0], vol[..., 0:5].sum(axis=-1) / 6, atol=1e-6)  # zero beyond the volume
+    from inrsr.errors import InputError
+
+    with pytest.raises(InputError, match="whole number of voxels of the parity of the factor 4"):
+        simulate_stack(vol, np.eye(4), 2, 4, "box", 3)
+
+
 def test_views_pick_world_axes_on_real_orientations(shared_data):
     import nibabel as nib
 
@@ -55,8 +70,10 @@ def test_views_pick_world_axes_on_real_orientations(shared_data):
     assert view_axis(AFFINES["permuted"], "axial") == 0
 
 
-@pytest.mark.parametrize("profile, thickness", [("point", 1.2), ("box", 4.8)])
-def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, profile, thickness):
+@pytest.mark.parametrize("profile, thickness, option", [("point", 1.2, []), ("box", 4.8, []),
+                                                       ("box", 2.4, ["--thickness", "2.4"]),
+                                                       ("gaussian", 3.0, ["--thickness", "3"])])
+def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, profile, thickness, option):
     import json
 
     import nibabel as nib
@@ -70,7 +87,7 @@ def test_simulate_cli_writes_the_slice_thickness_a_fit_reads_back(tmp_path, prof
                              make_affine((1.2, 1.2, 1.2))), str(hr))
     out = tmp_path / "lr.nii.gz"
     r = CliRunner().invoke(main, ["simulate", str(hr), "--axis", "2", "--factor", "4", "--profile", profile,
-                                  "-o", str(out)])
+                                  *option, "-o", str(out)])
     assert r.exit_code == 0, r.output
     sidecar = json.loads((tmp_path / "lr.json").read_text())
     assert sidecar["SliceThickness"] == pytest.approx(thickness) and sidecar["Sources"] == [str(hr)]

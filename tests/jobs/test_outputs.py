@@ -74,21 +74,31 @@ def study(phantom_stacks, tmp_path_factory) -> Path:
 
 def test_verbose_fit_prints_phases_and_progress_lines_without_a_terminal(study):
     lines = (study / "verbose.stderr").read_text().splitlines()
-    assert all(line.startswith("inrsr: ") for line in lines[:-1]) and lines[-1].startswith("fitted ")
+    assert all(line.startswith("inrsr: ") for line in lines[:-2]) and lines[-2].startswith("fitted ")
     assert [ln for ln in lines if "warning:" in ln or "error:" in ln] == [f"inrsr: warning: {QFORM_WARNING}"]
     log = json.loads((study / "out" / "log.json").read_text())
-    phases = [ln for ln in lines if not ln.startswith(("inrsr: fit step", "inrsr: warning:"))][:-1]
-    assert phases[:3] == [
+    est = [s["estimated_thickness_mm"] for s in log["stacks"]]
+    # t2cor has no sidecar: both widths are learned first (for at most the fit's 30 steps), t2cor's is used
+    assert lines[-1] == f"slice thickness estimated in {log['seconds']['thickness_estimate']:.1f} s: " \
+                        f"t1ax.nii.gz {est[0]:.2f} mm, t2cor.nii.gz {est[1]:.2f} mm"
+    phases = [ln for ln in lines if not ln.startswith(("inrsr: fit step", "inrsr: slice thickness estimate step",
+                                                         "inrsr: warning:"))][:-2]
+    assert re.fullmatch(rf"inrsr: slice thickness estimated: stack 1 {est[0]:.2f} mm, stack 2 {est[1]:.2f} mm "
+                        r"\([0-9.]+ s\)", phases[0])
+    assert phases[1:4] == [
         "inrsr: stack 1: t1: t1ax.nii.gz (40×48×10 voxels, 1×1×4 mm, slice axis 2, thickness 4 mm); "
         "thickness from sidecar, foreground mask estimated",
-        "inrsr: stack 2: t2: t2cor.nii.gz (40×12×40 voxels, 1×4×1 mm, slice axis 1, thickness 4 mm); "
-        "thickness from spacing, foreground mask estimated",
-        f"inrsr: training set: {log['n_train_points']} voxels ({phases[2].rsplit('(', 1)[1]}",
+        f"inrsr: stack 2: t2: t2cor.nii.gz (40×12×40 voxels, 1×4×1 mm, slice axis 1, thickness {est[1]:.3g} mm); "
+        "thickness from estimate, foreground mask estimated",
+        f"inrsr: training set: {log['n_train_points']} voxels ({phases[3].rsplit('(', 1)[1]}",
     ]
     assert re.fullmatch(r"inrsr: fit: 30 steps in [0-9.]+ s \(stopped by limit\); data consistency: [0-9.]+ s",
-                        phases[3])
-    assert re.fullmatch(r"inrsr: render: 40×48×40 voxels in [0-9.]+ s", phases[4])
-    assert re.fullmatch(r"inrsr: wrote 15 files to out \([0-9.]+ s\)", phases[5]) and len(phases) == 6
+                        phases[4])
+    assert re.fullmatch(r"inrsr: render: 40×48×40 voxels in [0-9.]+ s", phases[5])
+    assert re.fullmatch(r"inrsr: wrote 15 files to out \([0-9.]+ s\)", phases[6]) and len(phases) == 7
+    estimating = [ln for ln in lines if ln.startswith("inrsr: slice thickness estimate step")]
+    assert estimating[0] == "inrsr: slice thickness estimate step 0/30 (0 %), 0 s elapsed"
+    assert estimating[-1].startswith("inrsr: slice thickness estimate step 30/30 (100 %)")
     progress = [ln for ln in lines if ln.startswith("inrsr: fit step")]
     assert progress[0] == "inrsr: fit step 0/30 (0 %), 0 s elapsed"
     assert re.fullmatch(r"inrsr: fit step 30/30 \(100 %\), loss \d\.\d\de-\d\d, MI \d\.\d{4}, \d+ s elapsed",
@@ -106,7 +116,8 @@ def test_log_json_records_the_run_and_where_thickness_and_masks_came_from(study)
     assert (log["device"], log["threads"], log["preset"]) == ("cpu", 1, "fast")
     assert 0.1 < log["peak_rss_gb"] < 4.0
     assert log["warnings"] == [QFORM_WARNING]
-    assert [s["thickness_source"] for s in log["stacks"]] == ["sidecar", "spacing"]
+    assert [s["thickness_source"] for s in log["stacks"]] == ["sidecar", "estimate"]
+    assert log["stacks"][1]["thickness_mm"] == log["stacks"][1]["estimated_thickness_mm"]
     assert [s["mask_source"] for s in log["stacks"]] == ["estimated", "estimated"]
     assert [s["sha256"] for s in log["stacks"]] == [sha256(study / "t1ax.nii.gz"), sha256(study / "t2cor.nii.gz")]
     assert set(log["outputs"]) == {"t1", "t2", "t1.json", "t2.json", "mask-1_t1.nii.gz", "mask-1_t1.json",

@@ -29,7 +29,7 @@ def test_simulate_sidecar_keeps_slice_thickness_and_adds_provenance(phantom_stac
     sidecar = json.loads((tmp_path / "lr.json").read_text())
     assert sidecar["SliceThickness"] == info["thickness_mm"] == 2.0
     assert sidecar["Description"] == (f"thick-slice stack simulated from {hr}: thick along its array axis 0, box slice "
-                                      "profile, slices 2 voxels apart, in its intensity units")
+                                      "profile 2 mm thick, slices 2 voxels apart, in its intensity units")
     assert sidecar["Sources"] == [str(hr)] and sidecar["SourcesSHA256"] == {str(hr): sha256(hr)}
     assert sidecar["GeneratedBy"][0]["CommandLine"] == "inrsr simulate hr.nii.gz"
     assert sidecar["Grid"]["Shape"] == info["shape"] == [20, 12, 40]
@@ -64,11 +64,13 @@ def test_smore_sidecar_lists_its_options(phantom_stacks, tmp_path):
     stderr = io.StringIO()
     with redirect_stderr(stderr):
         smore_file(str(paths["t1ax"]), str(out), None, None, None, False, progress=True, profile="box",
-                   patch_size=16, batch_size=2, iterations=3, features=4, blocks=1, device="cpu", threads=1)
+                   patch_size=16, batch_size=2, iterations=3, features=4, blocks=1, device="cpu", threads=1,
+                   thickness_estimate="off")
     sidecar = json.loads((tmp_path / "smore.json").read_text())
     assert sidecar["Description"] == (f"SMORE super-resolution of {paths['t1ax']} (slices 4 mm thick, from spacing), "
                                       "resampled by cubic interpolation, in its intensity units")
     assert sidecar["Options"]["iterations"] == 3 and sidecar["Options"]["thickness_mm"] == 0.0  # 0: the spacing
+    assert sidecar["Options"]["thickness_estimate"] == "off"
     assert "CommandLine" not in sidecar["GeneratedBy"][0]  # called from Python
     lines = stderr.getvalue().splitlines()  # not a terminal: progress lines
     assert lines[0] == "inrsr: smore train step 0/3 (0 %), 0 s elapsed"

@@ -23,10 +23,15 @@ class SmoreConfig(ToolConfig):
     OPTION_NAMES: ClassVar[dict[str, str]] = {"patch_size": "--patch", "thickness_mm": "--thickness"}
 
     profile: str = option_field(
-        "gaussian", "slice profile: gaussian, FWHM = thickness (the paper); box, width = thickness (slices averaged "
+        "box", "slice profile: gaussian, FWHM = thickness (the paper); box, width = thickness (slices averaged "
         "over their thickness, e.g. `inrsr simulate --profile box`)", PROFILES
     )
     thickness_mm: float = option_field(0.0, "slice thickness in mm (0: the slice spacing); gaps and overlaps allowed")
+    thickness_estimate: str = option_field(
+        "auto", "auto: when no thickness is given (no --thickness, no SliceThickness in a BIDS sidecar), estimate "
+        "it from the stack (as inrsr fit does) and use it; always: estimate and use it even when given; off: take "
+        "the slice spacing when it is not given", ("auto", "always", "off")
+    )
     patch_size: int = option_field(32, "side of the square training patches, voxels")
     batch_size: int = option_field(16, "patches per training step")
     iterations: int = option_field(1200, "training steps, or fewer when the time limit comes first")

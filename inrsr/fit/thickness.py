@@ -1,0 +1,155 @@
+"""Slice thickness estimation: a short fit of the field in which every stack's slice width is
+learned as well.
+
+A stack's voxels are the field averaged across each slice by the slice profile (box or Gaussian,
+:mod:`inrsr.acquisition.profiles`). When the width of that average is wrong, a field that shares
+its structure between contrasts and between stacks (whose slices cross the others' through-plane
+direction in their sharp in-plane directions) explains the voxels less well, so the width is
+identifiable by the fit itself. Each stack's width starts at its slice spacing and is learned by
+Adam together with a small, fast field (the ``fast`` engine, no cubic base); the estimate is the
+width at the end. On a single stack the field's own smoothness prior is the only evidence, and
+the estimate is coarser (docs/design.md, "Slice thickness estimation"; measurements in
+docs/experiment-log.md).
+
+Widths are slice thicknesses in mm along each stack's slice normal (the FWHM for ``gaussian``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from inrsr.config import PRESETS, FitConfig
+from inrsr.device import resolve_device, torch_threads
+from inrsr.errors import InputWarning
+from inrsr.io.stack import Stack
+
+__all__ = ["WIDTH_STEPS", "estimation_config", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
+           "disagrees", "single_stack_estimate_mm"]
+
+# Steps of the estimating fit; its field is the ``fast`` preset's.
+WIDTH_STEPS = 300
+# Adam's step of the widths, in slice spacings per step (× the fit's learning-rate schedule).
+WIDTH_LR = 0.0375
+# Estimates are kept within these multiples of the slice spacing.
+MIN_WIDTH, MAX_WIDTH = 0.02, 4.0
+# A given thickness and the estimate disagree when they differ by more than both of these.
+DISAGREE_MM, DISAGREE_FRACTION = 1.0, 0.4
+
+
+def needs_estimate(stacks: list[Stack], config: FitConfig) -> list[bool]:
+    """Per stack, whether ``config`` asks for its thickness to be estimated and used: every stack
+    with ``always``, those whose thickness is not given with ``auto``, none with ``off`` or with
+    the ``point`` profile (which has no width)."""
+    if config.thickness_estimate == "off" or config.slice_profile == "point":
+        return [False] * len(stacks)
+    if config.thickness_estimate == "always":
+        return [True] * len(stacks)
+    return [s.thickness_source == "spacing" for s in stacks]
+
+
+def estimation_config(config: FitConfig) -> FitConfig:
+    """The estimating fit's options: the ``fast`` field without a cubic base, registration, data
+    consistency or early stopping, for :data:`WIDTH_STEPS` steps (never more than ``config``'s
+    own step limit), with ``config``'s profile, execution and seed."""
+    steps = min(WIDTH_STEPS, config.max_steps) if config.max_steps else WIDTH_STEPS
+    return PRESETS["fast"].replace(
+        base="none", max_steps=steps, data_consistency=False, register=False, early_stopping=False,
+        mi_every=steps, c2f_fraction=0.0, slice_profile=config.slice_profile,
+        profile_points=config.profile_points, seed=config.seed, threads=config.threads, device=config.device,
+        precision=config.precision, grid_backend=config.grid_backend, thickness_estimate="off",
+    )
+
+
+def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False) -> np.ndarray:
+    """Every stack's slice thickness (mm), learned together with a small field (see the module's
+    description) under ``config``'s slice profile (``box`` or ``gaussian``).
+
+    Each width starts at the stack's slice spacing and is kept within :data:`MAX_WIDTH` spacings.
+    A width that ends below :data:`MIN_WIDTH` spacings is NaN: the voxels are explained equally
+    well by any width (anatomy smooth on the scale of the spacing, e.g. a phantom), so there is no
+    estimate. Deterministic for a given seed on CPU.
+    """
+    from inrsr.fit.loop import Trainer
+    from inrsr.samples.training_set import build_training_set
+
+    if config.slice_profile == "point":
+        raise ValueError("the point profile has no width to estimate")
+    est = estimation_config(config)
+    at_spacing = [replace(s, thickness_mm=s.slice_spacing_mm, thickness_estimated=False) for s in stacks]
+    subject, train = build_training_set(at_spacing, est.background_ratio, est.mi_points, est.seed,
+                                        est.slice_profile, est.profile_points)
+    device = resolve_device(est.device)
+    with torch_threads(est.threads):
+        trainer = Trainer(train, subject.contrasts, est, device)
+        trainer.label = "slice thickness estimate"
+        scale = torch.nn.Parameter(torch.ones(len(stacks), device=device))
+        trainer.data.width_scale = scale
+        trainer.optimiser.add_param_group({"params": [scale], "scale": WIDTH_LR / est.lr, "betas": (0.9, 0.999)})
+        trainer.run(progress)
+    spacing = np.array([s.slice_spacing_mm for s in stacks])
+    width = np.abs(scale.detach().cpu().numpy().astype(np.float64))
+    return np.where(width < MIN_WIDTH, np.nan, np.minimum(width, MAX_WIDTH)) * spacing
+
+
+def disagrees(given_mm: float, estimate_mm: float) -> bool:
+    """Whether a given slice thickness and its estimate disagree strongly: by more than
+    :data:`DISAGREE_MM` and by more than :data:`DISAGREE_FRACTION` of the given one."""
+    diff = abs(given_mm - estimate_mm)
+    return diff > DISAGREE_MM and diff > DISAGREE_FRACTION * given_mm
+
+
+def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: bool = False) -> list[Stack]:
+    """``stacks`` with their estimated thickness recorded (``estimated_thickness_mm``) and used
+    where :func:`needs_estimate` says so; unchanged when no stack needs one.
+
+    When some stack needs an estimate, every stack's width is learned, and a stack whose given
+    thickness (sidecar or ``--thickness``) disagrees strongly with its estimate (:func:`disagrees`)
+    gets an :class:`~inrsr.errors.InputWarning`. A stack that needs an estimate but gets none (see
+    :func:`estimate_thickness_mm`) keeps its thickness, or the slice spacing, with a warning.
+    """
+    use = needs_estimate(stacks, config)
+    if not any(use):
+        return list(stacks)
+    widths = estimate_thickness_mm(stacks, config, progress)
+    out = []
+    for s, w, used in zip(stacks, widths, use):
+        w = float(w)
+        if not math.isfinite(w):
+            if used:
+                warnings.warn(f"{s.path}: its slice thickness cannot be estimated (its voxels are explained "
+                              f"equally well by any width); {s.slice_thickness_mm:.3g} mm ({s.thickness_source}) "
+                              "is used: give --thickness if you know it", InputWarning, stacklevel=2)
+            out.append(s)
+            continue
+        if s.thickness_source in ("sidecar", "option") and disagrees(s.slice_thickness_mm, w):
+            warnings.warn(
+                f"{s.path}: its slice thickness is given as {s.slice_thickness_mm:g} mm ({s.thickness_source}) but "
+                f"its voxels look {w:.1f} mm thick ({config.slice_profile} profile, slice spacing "
+                f"{s.slice_spacing_mm:.3g} mm); {'the estimate is used' if used else 'the given one is used'}",
+                InputWarning, stacklevel=2)
+        if used:
+            out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w))
+        else:
+            out.append(replace(s, estimated_thickness_mm=w))
+    return out
+
+
+def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads: int = 0, device: str = "auto",
+                             progress: bool = False) -> float | None:
+    """The slice thickness (mm) of one stack under ``profile`` (``box`` or ``gaussian``), estimated
+    as :func:`estimate_thickness_mm` does with the ``default`` preset's forward model (for the
+    baselines, which see one stack at a time); ``None``, with an :class:`~inrsr.errors.InputWarning`
+    saying that the slice spacing is used, when there is no estimate."""
+    config = PRESETS["default"].replace(slice_profile=profile, seed=seed, threads=threads, device=device)
+    width = float(estimate_thickness_mm([stack], config, progress)[0])
+    if math.isfinite(width):
+        return width
+    warnings.warn(f"{stack.path}: its slice thickness cannot be estimated (its voxels are explained equally well by "
+                  f"any width); the slice spacing {stack.slice_spacing_mm:.3g} mm is used: give --thickness if you "
+                  "know it", InputWarning, stacklevel=2)
+    return None
