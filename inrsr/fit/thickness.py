@@ -34,7 +34,7 @@ __all__ = ["WIDTH_STEPS", "estimation_config", "needs_estimate", "estimate_thick
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 300
 # Adam's step of the widths, in slice spacings per step (× the fit's learning-rate schedule).
-WIDTH_LR = 0.0375
+WIDTH_LR = 0.075
 # Estimates are kept within these multiples of the slice spacing.
 MIN_WIDTH, MAX_WIDTH = 0.02, 4.0
 # A given thickness and the estimate disagree when they differ by more than both of these.
