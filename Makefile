@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench exp register patient01 render-memory report-screenshots bids-cohort clean
+.PHONY: install demo test bench bench-thickness exp register patient01 render-memory report-screenshots bids-cohort clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ test: install
 # Speed/quality benchmark on the shared cases (about 30 min on 2 CPU cores); table in experiments/results/bench.md
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out
+
+# The fit told each slice thickness vs. the same stacks without sidecars (estimated), BraTS case
+# (about 20 min on 2 CPU cores); table in experiments/results/thickness/bench.md
+bench-thickness: install
+	$(BIN)/python experiments/bench.py --cases brats --protocols point,point-untold,slab,slab-untold,gap-untold \
+		--methods cubic,default --out bench_out --results experiments/results/thickness
 
 # The paper's experiments: every method, case and protocol (about an hour on 2 CPU cores, resumable);
 # tables and figures in experiments/results. EXP_FULL=1 gives the paper-network methods their full budget.

@@ -205,7 +205,8 @@ def fit_stacks(
         list of them, one per stack; default: estimated from each stack.
     thickness_mm : slice thickness in mm, for every stack, or per contrast (a number or a list
         with one per stack; ``None`` entries: a BIDS sidecar's ``SliceThickness`` beside a file,
-        else the slice spacing).
+        else estimated from the data as ``thickness_estimate`` says, see
+        :mod:`inrsr.fit.thickness`).
     ref : render exactly on this image's grid (path or image); otherwise on an isotropic grid of
         ``resolution_mm`` (default: the finest input spacing) over the stacks' union.
     output_dir : when given, every output of ``inrsr fit`` is written there (stacks, masks and

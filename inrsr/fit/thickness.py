@@ -37,6 +37,10 @@ WIDTH_STEPS = 300
 WIDTH_LR = 0.075
 # Estimates are kept within these multiples of the slice spacing.
 MIN_WIDTH, MAX_WIDTH = 0.02, 4.0
+# An estimate within this fraction of the slice spacing is read as contiguous slices (thickness =
+# spacing): the estimates of 4 mm slabs fall 0.2-0.6 mm short (docs/experiment-log.md, 2026-11-30),
+# and contiguous slices are the commonest 2D protocol.
+CONTIGUOUS = 0.2
 # A given thickness and the estimate disagree when they differ by more than both of these.
 DISAGREE_MM, DISAGREE_FRACTION = 1.0, 0.4
 
@@ -69,10 +73,11 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     """Every stack's slice thickness (mm), learned together with a small field (see the module's
     description) under ``config``'s slice profile (``box`` or ``gaussian``).
 
-    Each width starts at the stack's slice spacing and is kept within :data:`MAX_WIDTH` spacings.
-    A width that ends below :data:`MIN_WIDTH` spacings is NaN: the voxels are explained equally
-    well by any width (anatomy smooth on the scale of the spacing, e.g. a phantom), so there is no
-    estimate. Deterministic for a given seed on CPU.
+    Each width starts at the stack's slice spacing and is kept within :data:`MAX_WIDTH` spacings;
+    one within :data:`CONTIGUOUS` of the spacing is the spacing. A width that ends below
+    :data:`MIN_WIDTH` spacings is NaN: the voxels are explained equally well by any width (anatomy
+    smooth on the scale of the spacing, e.g. a phantom), so there is no estimate. Deterministic for
+    a given seed on CPU.
     """
     from inrsr.fit.loop import Trainer
     from inrsr.samples.training_set import build_training_set
@@ -93,7 +98,8 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
         trainer.run(progress)
     spacing = np.array([s.slice_spacing_mm for s in stacks])
     width = np.abs(scale.detach().cpu().numpy().astype(np.float64))
-    return np.where(width < MIN_WIDTH, np.nan, np.minimum(width, MAX_WIDTH)) * spacing
+    width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.minimum(width, MAX_WIDTH))
+    return np.where(width < MIN_WIDTH, np.nan, width) * spacing
 
 
 def disagrees(given_mm: float, estimate_mm: float) -> bool:
