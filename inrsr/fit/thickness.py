@@ -28,7 +28,7 @@ from inrsr.device import resolve_device, torch_threads
 from inrsr.errors import InputWarning
 from inrsr.io.stack import Stack
 
-__all__ = ["WIDTH_STEPS", "estimation_config", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
+__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
            "disagrees", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
@@ -45,15 +45,16 @@ CONTIGUOUS = 0.2
 DISAGREE_MM, DISAGREE_FRACTION = 1.0, 0.4
 
 
+def wants_estimate(mode: str, stack: Stack) -> bool:
+    """Whether ``--thickness-estimate`` ``mode`` asks for ``stack``'s thickness to be estimated
+    and used: always with ``always``, when it is not given with ``auto``, never with ``off``."""
+    return mode == "always" or (mode == "auto" and stack.thickness_source == "spacing")
+
+
 def needs_estimate(stacks: list[Stack], config: FitConfig) -> list[bool]:
-    """Per stack, whether ``config`` asks for its thickness to be estimated and used: every stack
-    with ``always``, those whose thickness is not given with ``auto``, none with ``off`` or with
-    the ``point`` profile (which has no width)."""
-    if config.thickness_estimate == "off" or config.slice_profile == "point":
-        return [False] * len(stacks)
-    if config.thickness_estimate == "always":
-        return [True] * len(stacks)
-    return [s.thickness_source == "spacing" for s in stacks]
+    """Per stack, :func:`wants_estimate` under ``config``; none with the ``point`` profile (which
+    has no width)."""
+    return [config.slice_profile != "point" and wants_estimate(config.thickness_estimate, s) for s in stacks]
 
 
 def estimation_config(config: FitConfig) -> FitConfig:

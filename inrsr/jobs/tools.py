@@ -126,10 +126,11 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
         raise InputError(f"{input_path}: {exc}") from None
     resolve_device(config.device)
     grid, ref_codes = stack_output_grid(stack.shape, stack.affine, ref, resolution)
-    if config.thickness_estimate == "always" or (config.thickness_estimate == "auto" and stack.thickness_mm is None):
+    from inrsr.fit.thickness import single_stack_estimate_mm, wants_estimate
+
+    if wants_estimate(config.thickness_estimate, stack):
         from dataclasses import replace
 
-        from inrsr.fit.thickness import single_stack_estimate_mm
 
         width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
         if width is not None:  # else: no estimate (warned), the given thickness or the spacing stays
