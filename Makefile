@@ -26,11 +26,14 @@ test: install
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out
 
-# The fit told each slice thickness vs. the same stacks without sidecars (estimated), BraTS case
-# (about 20 min on 2 CPU cores); table in experiments/results/thickness/bench.md
+# The fit told each slice thickness vs. the same stacks without sidecars (estimated), BraTS and MS cases
+# and SMORE with its single-stack estimate (about 80 min on 2 CPU cores; resumable); tables in
+# experiments/results/thickness/bench.md and smore/results.md
 bench-thickness: install
-	$(BIN)/python experiments/bench.py --cases brats --protocols point,point-untold,slab,slab-untold,gap-untold \
+	$(BIN)/python experiments/bench.py --cases brats,msseg --protocols point,point-untold,slab,slab-untold,gap,gap-untold \
 		--methods cubic,default --out bench_out --results experiments/results/thickness
+	$(BIN)/python experiments/exp.py --cases brats,msseg --protocols slab,slab-untold,point-untold --methods cubic,smore \
+		--out experiments/results/thickness/smore
 
 # The paper's experiments: every method, case and protocol (about an hour on 2 CPU cores, resumable);
 # tables and figures in experiments/results. EXP_FULL=1 gives the paper-network methods their full budget.

@@ -160,7 +160,7 @@ def run_method(spec: dict) -> dict:
             run_config = config
             if spec["protocol"].endswith("-untold"):
                 width = single_stack_estimate_mm(Stack(data, affine, c), "box", threads=spec["threads"])
-                run_config = config if width is None else config.replace(thickness_mm=width)
+                run_config = config.replace(thickness_mm=width)
             vols[c], info[c] = smore_volume(data, affine, grid, run_config)
         out["fit_s"] = sum(i["train_seconds"] for i in info.values())
         out["render_s"] = sum(i["infer_seconds"] for i in info.values())

@@ -64,6 +64,11 @@ def rigid_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return m
 
 
+def slice_spacing_mm(stack: dict) -> float:
+    """A logged stack's slice spacing (mm): the length of its affine's slice-axis column."""
+    return float(np.linalg.norm(np.asarray(stack["affine"])[:3, stack["slice_axis"]]))
+
+
 def run(args: list[str]) -> float:
     """Run one inrsr command; return its wall time (s). Fails loudly."""
     t0 = time.perf_counter()
@@ -98,6 +103,9 @@ def main() -> None:
             "peak_rss_gb_so_far": rss_gb, "steps": log["steps"], "grid": log["grid"]["shape"],
             "check": json.loads(check.read_text())["stacks"], "transforms": log["transforms"],
             "support": log["support"], "report_s": log["seconds"]["report"],
+            "thickness_estimate_s": log["seconds"].get("thickness_estimate"),
+            "thickness": [{k: st.get(k) for k in ("path", "thickness_mm", "thickness_source", "estimated_thickness_mm")}
+                          | {"spacing_mm": slice_spacing_mm(st)} for st in log["stacks"]],
         }
         (RESULTS / "report").mkdir(parents=True, exist_ok=True)
         screenshots(out / "report.html", RESULTS / "report" / f"patient01_{name}", top=True,
@@ -138,6 +146,13 @@ def table(report: dict) -> str:
     for name, run_ in report["runs"].items():
         lines.append(f"| {name} | {run_['fit_s']:.0f} | {run_['render_s']:.0f} | {run_['report_s']:.1f} "
                      f"| {'×'.join(map(str, run_['grid']))} | {run_['peak_rss_gb_so_far']:.2f} |")
+    lines += ["", "Slice thickness (no sidecar: each stack's is estimated; the header gives only the slice spacing)", "",
+              "| run | stack | slice spacing mm (header) | estimated mm | used mm | estimate s |", "|---|---|---|---|---|---|"]
+    for name, run_ in report["runs"].items():
+        for t in run_["thickness"]:
+            est = t["estimated_thickness_mm"]
+            lines.append(f"| {name} | {Path(t['path']).name} | {t['spacing_mm']:.2f} | {'–' if est is None else f'{est:.2f}'} "
+                         f"| {t['thickness_mm']:.2f} ({t['thickness_source']}) | {run_['thickness_estimate_s'] or 0:.0f} |")
     lines += ["", "Support (report.html): distance from the output voxels inside the stacks' foregrounds to the nearest "
               "voxel of each contrast that measured them", "",
               "| run | contrast | median mm | 95th percentile mm | beyond 1 mm | beyond 5 mm |", "|---|---|---|---|---|---|"]

@@ -16,7 +16,6 @@ Widths are slice thicknesses in mm along each stack's slice normal (the FWHM for
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
 
@@ -29,13 +28,15 @@ from inrsr.errors import InputWarning
 from inrsr.io.stack import Stack
 
 __all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
-           "disagrees", "single_stack_estimate_mm"]
+           "disagrees", "looks_point_sampled", "point_sampled_warning", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
-WIDTH_STEPS = 300
+WIDTH_STEPS = 250
 # Adam's step of the widths, in slice spacings per step (× the fit's learning-rate schedule).
 WIDTH_LR = 0.075
-# Estimates are kept within these multiples of the slice spacing.
+# Estimates are kept within these multiples of the slice spacing. An estimate at the lower bound
+# says that the voxels look like point samples of the field: thin slices, or anatomy smooth on the
+# scale of the spacing, for which every width explains the voxels alike.
 MIN_WIDTH, MAX_WIDTH = 0.02, 4.0
 # An estimate within this fraction of the slice spacing is read as contiguous slices (thickness =
 # spacing): the estimates of 4 mm slabs fall 0.2-0.6 mm short (docs/experiment-log.md, 2026-11-30),
@@ -74,11 +75,9 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     """Every stack's slice thickness (mm), learned together with a small field (see the module's
     description) under ``config``'s slice profile (``box`` or ``gaussian``).
 
-    Each width starts at the stack's slice spacing and is kept within :data:`MAX_WIDTH` spacings;
-    one within :data:`CONTIGUOUS` of the spacing is the spacing. A width that ends below
-    :data:`MIN_WIDTH` spacings is NaN: the voxels are explained equally well by any width (anatomy
-    smooth on the scale of the spacing, e.g. a phantom), so there is no estimate. Deterministic for
-    a given seed on CPU.
+    Each width starts at the stack's slice spacing and is kept between :data:`MIN_WIDTH` and
+    :data:`MAX_WIDTH` spacings (see :func:`looks_point_sampled`); one within :data:`CONTIGUOUS` of
+    the spacing is the spacing. Deterministic for a given seed on CPU.
     """
     from inrsr.fit.loop import Trainer
     from inrsr.samples.training_set import build_training_set
@@ -99,8 +98,23 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
         trainer.run(progress)
     spacing = np.array([s.slice_spacing_mm for s in stacks])
     width = np.abs(scale.detach().cpu().numpy().astype(np.float64))
-    width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.minimum(width, MAX_WIDTH))
-    return np.where(width < MIN_WIDTH, np.nan, width) * spacing
+    width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.clip(width, MIN_WIDTH, MAX_WIDTH))
+    return width * spacing
+
+
+def looks_point_sampled(stack: Stack, width_mm: float) -> bool:
+    """Whether an estimate of ``stack``'s slice thickness (mm) is at the lower bound,
+    :data:`MIN_WIDTH` slice spacings: its voxels look like point samples of the field. Thin slices
+    do; so do thick ones of anatomy that is smooth on the scale of the spacing (a phantom), whose
+    voxels every width explains alike."""
+    return width_mm <= MIN_WIDTH * stack.slice_spacing_mm * (1.0 + 1e-6)
+
+
+def point_sampled_warning(stack: Stack, width_mm: float) -> str:
+    """The warning for a used estimate at the lower bound (:func:`looks_point_sampled`)."""
+    return (f"{stack.path}: its voxels look like point samples (slice thickness estimated at the lower bound, "
+            f"{width_mm:.2g} mm, for a slice spacing of {stack.slice_spacing_mm:.3g} mm); {width_mm:.2g} mm is used: "
+            "give --thickness if its slices are thicker")
 
 
 def disagrees(given_mm: float, estimate_mm: float) -> bool:
@@ -116,8 +130,8 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
 
     When some stack needs an estimate, every stack's width is learned, and a stack whose given
     thickness (sidecar or ``--thickness``) disagrees strongly with its estimate (:func:`disagrees`)
-    gets an :class:`~inrsr.errors.InputWarning`. A stack that needs an estimate but gets none (see
-    :func:`estimate_thickness_mm`) keeps its thickness, or the slice spacing, with a warning.
+    gets an :class:`~inrsr.errors.InputWarning`; so does a stack whose estimate is used and looks
+    point-sampled (:func:`looks_point_sampled`).
     """
     use = needs_estimate(stacks, config)
     if not any(use):
@@ -126,19 +140,14 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
     out = []
     for s, w, used in zip(stacks, widths, use):
         w = float(w)
-        if not math.isfinite(w):
-            if used:
-                warnings.warn(f"{s.path}: its slice thickness cannot be estimated (its voxels are explained "
-                              f"equally well by any width); {s.slice_thickness_mm:.3g} mm ({s.thickness_source}) "
-                              "is used: give --thickness if you know it", InputWarning, stacklevel=2)
-            out.append(s)
-            continue
         if s.thickness_source in ("sidecar", "option") and disagrees(s.slice_thickness_mm, w):
             warnings.warn(
                 f"{s.path}: its slice thickness is given as {s.slice_thickness_mm:g} mm ({s.thickness_source}) but "
                 f"its voxels look {w:.1f} mm thick ({config.slice_profile} profile, slice spacing "
                 f"{s.slice_spacing_mm:.3g} mm); {'the estimate is used' if used else 'the given one is used'}",
                 InputWarning, stacklevel=2)
+        elif used and looks_point_sampled(s, w):
+            warnings.warn(point_sampled_warning(s, w), InputWarning, stacklevel=2)
         if used:
             out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w))
         else:
@@ -147,16 +156,13 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
 
 
 def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads: int = 0, device: str = "auto",
-                             progress: bool = False) -> float | None:
+                             progress: bool = False) -> float:
     """The slice thickness (mm) of one stack under ``profile`` (``box`` or ``gaussian``), estimated
     as :func:`estimate_thickness_mm` does with the ``default`` preset's forward model (for the
-    baselines, which see one stack at a time); ``None``, with an :class:`~inrsr.errors.InputWarning`
-    saying that the slice spacing is used, when there is no estimate."""
+    baselines, which see one stack at a time), with an :class:`~inrsr.errors.InputWarning` when
+    it looks point-sampled (:func:`looks_point_sampled`)."""
     config = PRESETS["default"].replace(slice_profile=profile, seed=seed, threads=threads, device=device)
     width = float(estimate_thickness_mm([stack], config, progress)[0])
-    if math.isfinite(width):
-        return width
-    warnings.warn(f"{stack.path}: its slice thickness cannot be estimated (its voxels are explained equally well by "
-                  f"any width); the slice spacing {stack.slice_spacing_mm:.3g} mm is used: give --thickness if you "
-                  "know it", InputWarning, stacklevel=2)
-    return None
+    if looks_point_sampled(stack, width):
+        warnings.warn(point_sampled_warning(stack, width), InputWarning, stacklevel=2)
+    return width

@@ -131,11 +131,9 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     if wants_estimate(config.thickness_estimate, stack):
         from dataclasses import replace
 
-
         width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
-        if width is not None:  # else: no estimate (warned), the given thickness or the spacing stays
-            stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width)
-            config = config.replace(thickness_mm=width).validate()
+        stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width)
+        config = config.replace(thickness_mm=width).validate()
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
     check_finite_volumes({"smore": volume}, {"smore": output})
     save_nifti(volume, grid.affine, output, ref_codes or stack.codes)
