@@ -28,7 +28,7 @@ from inrsr.errors import InputWarning
 from inrsr.io.stack import Stack
 
 __all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
-           "disagrees", "looks_point_sampled", "point_sampled_warning", "single_stack_estimate_mm"]
+           "disagrees", "looks_point_sampled", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 250
@@ -110,11 +110,13 @@ def looks_point_sampled(stack: Stack, width_mm: float) -> bool:
     return width_mm <= MIN_WIDTH * stack.slice_spacing_mm * (1.0 + 1e-6)
 
 
-def point_sampled_warning(stack: Stack, width_mm: float) -> str:
-    """The warning for a used estimate at the lower bound (:func:`looks_point_sampled`)."""
-    return (f"{stack.path}: its voxels look like point samples (slice thickness estimated at the lower bound, "
-            f"{width_mm:.2g} mm, for a slice spacing of {stack.slice_spacing_mm:.3g} mm); {width_mm:.2g} mm is used: "
-            "give --thickness if its slices are thicker")
+def _warn_if_point_sampled(stack: Stack, width_mm: float) -> None:
+    """One :class:`~inrsr.errors.InputWarning` when the estimate used for ``stack`` is at the lower
+    bound (:func:`looks_point_sampled`)."""
+    if looks_point_sampled(stack, width_mm):
+        warnings.warn(f"{stack.path}: its voxels look like point samples (slice thickness estimated at the lower "
+                      f"bound, {width_mm:.2g} mm, for a slice spacing of {stack.slice_spacing_mm:.3g} mm); "
+                      f"{width_mm:.2g} mm is used: give --thickness if its slices are thicker", InputWarning, stacklevel=3)
 
 
 def disagrees(given_mm: float, estimate_mm: float) -> bool:
@@ -146,8 +148,8 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
                 f"its voxels look {w:.1f} mm thick ({config.slice_profile} profile, slice spacing "
                 f"{s.slice_spacing_mm:.3g} mm); {'the estimate is used' if used else 'the given one is used'}",
                 InputWarning, stacklevel=2)
-        elif used and looks_point_sampled(s, w):
-            warnings.warn(point_sampled_warning(s, w), InputWarning, stacklevel=2)
+        elif used:
+            _warn_if_point_sampled(s, w)
         if used:
             out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w))
         else:
@@ -163,6 +165,5 @@ def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads:
     it looks point-sampled (:func:`looks_point_sampled`)."""
     config = PRESETS["default"].replace(slice_profile=profile, seed=seed, threads=threads, device=device)
     width = float(estimate_thickness_mm([stack], config, progress)[0])
-    if looks_point_sampled(stack, width):
-        warnings.warn(point_sampled_warning(stack, width), InputWarning, stacklevel=2)
+    _warn_if_point_sampled(stack, width)
     return width

@@ -4,6 +4,7 @@ against a truth, and the two baselines (cubic interpolation, SMORE) on one stack
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -129,8 +130,6 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
     from inrsr.fit.thickness import single_stack_estimate_mm, wants_estimate
 
     if wants_estimate(config.thickness_estimate, stack):
-        from dataclasses import replace
-
         width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
         stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width)
         config = config.replace(thickness_mm=width).validate()
