@@ -100,9 +100,9 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All contrasts at every point: ``(N, 3)`` → ``(N, C)``."""
-        return self._plus_fixed(self.network_output(x), x)
+        return self.plus_fixed(self.network_output(x), x)
 
-    def _plus_fixed(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
+    def plus_fixed(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
         """``out`` plus the parts of the field that gradients do not train: ``base_weight`` times the
         base at ``x``, and the back-projected residuals once the fit has set them. Every contrast
         ``(N, C)``, or each point's own ``(N,)`` when ``contrast_id`` is given."""
@@ -139,8 +139,12 @@ class Field(nn.Module):
         only on head *c*, so a loss on it sends no gradient into the other heads."""
         first = [head[0] for head in self.heads]
         hidden = torch.relu(F.linear(h, torch.cat([l.weight for l in first]), torch.cat([l.bias for l in first])))
-        last = [head[2] for head in self.heads]  # block-diagonal: column c reads head c's hidden units only
-        return F.linear(hidden, torch.block_diag(*[l.weight for l in last]), torch.cat([l.bias for l in last]))
+        last = [head[2] for head in self.heads]  # column c reads head c's hidden units only
+        # a product and a sum per head instead of a block-diagonal (N, C·hw) × (C·hw, C) product,
+        # whose two-column output is slow on CPUs
+        weight = torch.cat([l.weight for l in last])  # (C, hw)
+        out = (hidden.view(h.shape[0], len(last), -1) * weight.to(hidden.dtype)).sum(dim=-1)
+        return out + torch.cat([l.bias for l in last]).to(out.dtype)
 
     def forward_own(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         """Each point's own contrast only: ``(N, 3)``, ``(N,)`` int → ``(N,)``.
@@ -155,7 +159,7 @@ class Field(nn.Module):
             sel = (contrast_id == c).nonzero(as_tuple=True)[0]
             if sel.numel() > 0:
                 out[sel] = self.heads[c](self.trunks[c](self.encodings[c](x[sel])))[:, 0].to(out.dtype)
-        return self._plus_fixed(out, x, contrast_id)
+        return self.plus_fixed(out, x, contrast_id)
 
 
 def build_field(

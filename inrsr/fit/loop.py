@@ -26,7 +26,7 @@ from inrsr.fit.monitor import MIPlateau, predict_mi
 from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser
 from inrsr.fit.progress import PROGRESS_EVERY_S, Progress
 from inrsr.fit.state import InterruptFlag, load_fit_state, save_fit_state
-from inrsr.fit.step import StepData, train_step
+from inrsr.fit.step import StepData, train_step, voxel_base_sums
 from inrsr.register.poses import StackPoses, registration_roles
 from inrsr.samples.training_set import TrainingSet
 
@@ -145,9 +145,14 @@ class Trainer:
         self.poses = make_poses(train, config, device, initial_poses)
         self.optimiser = make_optimiser(self.model, config, self.poses)
         self.data = step_data(train, len(contrasts), config, device, self.poses is not None)
+        self.plan = Plan.of(len(train), config, self.poses is not None)
+        if self.model.base is not None and self.poses is None and self.model.variant != "single" \
+                and self.plan.total_steps * config.batch_size >= len(train):
+            # every voxel is visited at least once on average: its base sum once costs less than
+            # sampling the base volume at its profile points each time
+            self.data.base_sums = voxel_base_sums(self.model, self.data)
         self.mi_coords = train.mi_coords.to(device)
         self.autocast = autocast(device, config.precision)
-        self.plan = Plan.of(len(train), config, self.poses is not None)
         self.monitor = MIPlateau(config.es_buffer, config.es_tol, config.es_min_evals)
         self.use_mi = len(contrasts) >= 2
         self.generator = torch.Generator().manual_seed(config.seed)

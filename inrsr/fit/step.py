@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from inrsr.field.network import Field
     from inrsr.register.poses import StackPoses
 
-__all__ = ["StepData", "training_forward", "train_step"]
+__all__ = ["StepData", "voxel_base_sums", "training_forward", "train_step"]
 
 
 @dataclass
@@ -31,7 +31,9 @@ class StepData:
     towards ``ref_contrast`` and ``data_blind`` (S,) those whose data must not move them (see
     :func:`inrsr.register.poses.registration_roles`). ``reg_jitter`` and ``reg_step`` (normalised units)
     place the smoothness points. ``width_scale`` (S,), when set, multiplies each stack's profile
-    offsets: the learnable slice widths of :mod:`inrsr.fit.thickness` (their absolute value is used)."""
+    offsets: the learnable slice widths of :mod:`inrsr.fit.thickness` (their absolute value is used).
+    ``base_sums`` (N,), when set, holds each voxel's profile-weighted base value (see
+    :func:`voxel_base_sums`), which the steps then read instead of sampling the base volume."""
 
     coords: torch.Tensor
     values: torch.Tensor
@@ -46,23 +48,54 @@ class StepData:
     data_blind: torch.Tensor | None = None
     ref_contrast: int = 0
     width_scale: torch.Tensor | None = None
+    base_sums: torch.Tensor | None = None
+
+
+# Voxels per chunk when the base's profile sums are computed (K points each).
+BASE_SUM_CHUNK = 65536
+
+
+@torch.no_grad()
+def voxel_base_sums(model: "Field", data: StepData) -> torch.Tensor:
+    """``(N,)``: each training voxel's profile-weighted mean of its own contrast's base, times the
+    base weight, in network units: the part of :func:`training_forward`'s prediction that does
+    not change while the field learns, as long as the voxels' profile points stay where they are
+    (no registration, no learned slice widths). ``model`` must have a base."""
+    sums = torch.empty_like(data.values)
+    for start in range(0, sums.shape[0], BASE_SUM_CHUNK):
+        idx = slice(start, start + BASE_SUM_CHUNK)
+        s, c = data.stack_id[idx], data.contrast_id[idx]
+        weights = data.weights[s]
+        b, k = weights.shape
+        pts = (data.coords[idx][:, None, :] + data.offsets[s]).reshape(b * k, 3)
+        own = model.base(pts).gather(1, c.repeat_interleave(k)[:, None]).view(b, k)
+        sums[idx] = model.base_weight * (own * weights).sum(dim=1)
+    return sums
 
 
 def training_forward(
-    model: "Field", points: torch.Tensor, contrast_id: torch.Tensor, weights: torch.Tensor, extra: torch.Tensor
+    model: "Field", points: torch.Tensor, contrast_id: torch.Tensor, weights: torch.Tensor, extra: torch.Tensor,
+    base_sums: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step's pass through the field: :func:`~inrsr.acquisition.forward.profile_forward`'s
     predictions ``(B,)`` of voxels with profile ``points`` (B, K, 3), ``contrast_id`` (B,) and
     ``weights`` (B, K), and every contrast at the ``extra`` points ``(M, 3)`` → ``(M, C)``.
+    ``base_sums`` (B,): the voxels' :func:`voxel_base_sums`, when the base is not to be sampled
+    at ``points`` again (shared-trunk variants).
 
     The shared-trunk variants take all points through the encoding and the trunk at once (one
     call instead of two costs less on the CPU)."""
     if model.variant == "single":
         return profile_forward(model, points, contrast_id, weights), model(extra)
     b, k = weights.shape
-    vals = model(torch.cat([points.reshape(b * k, 3), extra]))
+    x = torch.cat([points.reshape(b * k, 3), extra])
+    if base_sums is None:
+        vals = model(x)
+        own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
+        return (own.float() * weights).sum(dim=1), vals[b * k :]
+    vals = model.network_output(x)
     own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
-    return (own.float() * weights).sum(dim=1), vals[b * k :]
+    return (own.float() * weights).sum(dim=1) + base_sums, model.plus_fixed(vals[b * k :], extra)
 
 
 def train_step(
@@ -84,8 +117,11 @@ def train_step(
     reg_pts = data.coords.new_empty(0, 3)
     if config.reg_weight > 0:
         reg_pts = smoothness_points(data.coords[idx[: config.reg_points]], data.reg_jitter, data.reg_step, generator)
+    # the base sums hold only while the profile points stay where they were computed
+    fixed = data.base_sums is not None and poses is None and data.width_scale is None
     with autocast:
-        pred, reg_vals = training_forward(model, data_pts, c, data.weights[s], reg_pts)
+        pred, reg_vals = training_forward(model, data_pts, c, data.weights[s], reg_pts,
+                                          data.base_sums[idx] if fixed else None)
     sq = (pred.float() - data.values[idx]) ** 2
     per_sum = torch.zeros(data.n_contrasts, device=sq.device).index_add_(0, c, sq)
     per_n = torch.bincount(c, minlength=data.n_contrasts).to(sq.dtype)

@@ -209,29 +209,55 @@ static inline void dot_rows(const float *restrict table, const int64_t rows[8], 
     }
 }
 
-/* Encode point p at every level into o (levels * features values). */
-static inline ALWAYS_INLINE void encode_point(const job_t *j, int64_t p, int near, float *o) {
-    const int32_t f_n = j->features;
-    int64_t rows[8];
-    float w[8], wt[3][2];
+/* Points are taken BLOCK at a time, level by level: the rows of a block's cells at one level are
+ * computed first, with a prefetch of each, and gathered or scattered after, so that many table
+ * reads are in flight at once and one level's rows stay in cache while the block uses them. The
+ * arithmetic of each point and level, and the order of the additions, are those of a plain loop. */
+#define BLOCK 256
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(addr, write) __builtin_prefetch((addr), (write), 1)
+#else
+#define PREFETCH(addr, write) ((void)0)
+#endif
+
+typedef struct {
+    int64_t rows[BLOCK][8];
+    float w[BLOCK][8];
+    int near[BLOCK];
+} block_t;
+
+/* The corners of points [p0, p0 + nb) at level l into b (near flags already set), each row prefetched. */
+static inline ALWAYS_INLINE void block_corners(const job_t *j, int64_t p0, int64_t nb, int32_t l, block_t *b,
+                                               const float *table, int write) {
+    float wt[3][2];
     int moves[3];
-    for (int32_t l = 0; l < j->levels; ++l) {
-        cell_corners(j, p, l, near, rows, w, wt, moves);
-#define GATHER(F) gather_rows(j->table, rows, w, F, o + l * (F))
-        SPECIALISE(f_n, GATHER)
-#undef GATHER
+    for (int64_t i = 0; i < nb; ++i) {
+        if (b->near[i])
+            cell_corners(j, p0 + i, l, 1, b->rows[i], b->w[i], wt, moves); /* a copy without the range checks */
+        else
+            cell_corners(j, p0 + i, l, 0, b->rows[i], b->w[i], wt, moves);
+        for (int c = 0; c < 8; ++c) PREFETCH(table + b->rows[i][c] * j->features, write);
     }
 }
 
 static void *forward_job(void *arg) {
     const job_t *j = (const job_t *)arg;
     const float inv_max = max_inv_cell(j);
-    for (int64_t p = j->begin; p < j->end; ++p) {
-        float *o = j->out + p * (int64_t)j->levels * j->features;
-        if (point_near(j, p, inv_max))
-            encode_point(j, p, 1, o); /* a copy without the range checks */
-        else
-            encode_point(j, p, 0, o);
+    const int32_t f_n = j->features;
+    const int64_t stride = (int64_t)j->levels * f_n;
+    block_t b;
+    for (int64_t p0 = j->begin; p0 < j->end; p0 += BLOCK) {
+        const int64_t nb = j->end - p0 < BLOCK ? j->end - p0 : BLOCK;
+        for (int64_t i = 0; i < nb; ++i) b.near[i] = point_near(j, p0 + i, inv_max);
+        for (int32_t l = 0; l < j->levels; ++l) {
+            block_corners(j, p0, nb, l, &b, j->table, 0);
+            for (int64_t i = 0; i < nb; ++i) {
+                float *o = j->out + (p0 + i) * stride + l * f_n;
+#define GATHER(F) gather_rows(j->table, b.rows[i], b.w[i], F, o)
+                SPECIALISE(f_n, GATHER)
+#undef GATHER
+            }
+        }
     }
     return NULL;
 }
@@ -240,18 +266,21 @@ static void *backward_job(void *arg) {
     const job_t *j = (const job_t *)arg;
     const int32_t f_n = j->features;
     const int64_t stride = (int64_t)j->levels * f_n;
-    int64_t rows[8];
-    float w[8], wt[3][2];
-    int moves[3];
+    const float inv_max = max_inv_cell(j);
+    block_t b;
     /* begin is this thread's index and end the thread count: levels are dealt round-robin, so
      * that every thread gets coarse and fine ones. */
     for (int32_t l = (int32_t)j->begin; l < j->levels; l += (int32_t)j->end) {
-        for (int64_t p = 0; p < j->n; ++p) {
-            const float *g = j->grad_out + p * stride + l * f_n;
-            cell_corners(j, p, l, 0, rows, w, wt, moves);
-#define SCATTER(F) scatter_rows(j->grad_table, rows, w, F, g)
-            SPECIALISE(f_n, SCATTER)
+        for (int64_t p0 = 0; p0 < j->n; p0 += BLOCK) {
+            const int64_t nb = j->n - p0 < BLOCK ? j->n - p0 : BLOCK;
+            for (int64_t i = 0; i < nb; ++i) b.near[i] = point_near(j, p0 + i, inv_max);
+            block_corners(j, p0, nb, l, &b, j->grad_table, 1);
+            for (int64_t i = 0; i < nb; ++i) {
+                const float *g = j->grad_out + (p0 + i) * stride + l * f_n;
+#define SCATTER(F) scatter_rows(j->grad_table, b.rows[i], b.w[i], F, g)
+                SPECIALISE(f_n, SCATTER)
 #undef SCATTER
+            }
         }
     }
     return NULL;
