@@ -178,6 +178,19 @@ class HashGrid(Encoding):
         """Damp the levels whose cells are below ``cut_mm`` (see :func:`detail_weights`)."""
         self.level_weights.copy_(detail_weights(self.cells_mm, cut_mm))
 
+    def __getstate__(self) -> dict:
+        """For ``copy.deepcopy`` and pickling: the compiled kernel's handle is not copied but
+        loaded again by the copy (:meth:`__setstate__`)."""
+        state = self.__dict__.copy()
+        state["_kernel"] = None
+        state["_native"] = self._kernel is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        native = state.pop("_native", False)
+        super().__setstate__(state)
+        self._kernel = load_hashgrid() if native else None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001 - torch's hook
         """Accept tables saved before the compact layout (``table_size`` rows for every level):
         each level keeps the rows it uses, and the offsets are this layout's."""

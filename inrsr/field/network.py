@@ -29,15 +29,16 @@ def build_encoding(config: FitConfig, mm_per_unit: float, generator: torch.Gener
 
 
 def _mlp(in_dim: int, width: int, n_hidden: int) -> nn.Sequential:
-    """Input layer ``in_dim → width`` then ``n_hidden`` layers ``width → width``, all with ReLU."""
-    layers: list[nn.Module] = [nn.Linear(in_dim, width), nn.ReLU()]
+    """Input layer ``in_dim → width`` then ``n_hidden`` layers ``width → width``, all with ReLU
+    (in place: on a CPU the activations of a batch outgrow the cache, and each copy costs)."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
     for _ in range(n_hidden):
-        layers += [nn.Linear(width, width), nn.ReLU()]
+        layers += [nn.Linear(width, width), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
 def _head(width: int, head_width: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(width, head_width), nn.ReLU(), nn.Linear(head_width, 1))
+    return nn.Sequential(nn.Linear(width, head_width), nn.ReLU(inplace=True), nn.Linear(head_width, 1))
 
 
 class Field(nn.Module):
@@ -138,13 +139,9 @@ class Field(nn.Module):
         The same function as applying each head in turn; a point's output in column *c* depends
         only on head *c*, so a loss on it sends no gradient into the other heads."""
         first = [head[0] for head in self.heads]
-        hidden = torch.relu(F.linear(h, torch.cat([l.weight for l in first]), torch.cat([l.bias for l in first])))
-        last = [head[2] for head in self.heads]  # column c reads head c's hidden units only
-        # a product and a sum per head instead of a block-diagonal (N, C·hw) × (C·hw, C) product,
-        # whose two-column output is slow on CPUs
-        weight = torch.cat([l.weight for l in last])  # (C, hw)
-        out = (hidden.view(h.shape[0], len(last), -1) * weight.to(hidden.dtype)).sum(dim=-1)
-        return out + torch.cat([l.bias for l in last]).to(out.dtype)
+        hidden = F.linear(h, torch.cat([l.weight for l in first]), torch.cat([l.bias for l in first])).relu_()
+        last = [head[2] for head in self.heads]  # block-diagonal: column c reads head c's hidden units only
+        return F.linear(hidden, torch.block_diag(*[l.weight for l in last]), torch.cat([l.bias for l in last]))
 
     def forward_own(self, x: torch.Tensor, contrast_id: torch.Tensor) -> torch.Tensor:
         """Each point's own contrast only: ``(N, 3)``, ``(N,)`` int → ``(N,)``.

@@ -300,3 +300,18 @@ def test_levels_too_fine_for_the_dense_layout_are_hashed_even_in_huge_boxes():
     grid = HashGrid(level_cells_mm(16, 32.0, 0.5), 2, 14, 1e6)
     assert grid.n_dense == 0 and grid.table.shape[0] == grid.levels * grid.table_size
     assert bool(torch.isfinite(grid(torch.rand(10, 3) * 2 - 1)).all())
+
+
+@pytest.mark.parametrize("use_native", [False, True])
+def test_a_deep_copy_or_pickle_of_the_grid_computes_what_the_grid_does(use_native):
+    """The compiled kernel's handle cannot be copied: a copy loads the kernel again and gives the
+    same features (a copy of a model is what moves it to another device while keeping the original)."""
+    import copy
+    import pickle
+
+    grid = HashGrid(level_cells_mm(4, 16.0, 2.0), 2, 12, 50.0, init_scale=0.1,
+                    generator=torch.Generator().manual_seed(1), native=use_native)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    for other in (copy.deepcopy(grid), pickle.loads(pickle.dumps(grid))):
+        assert (other._kernel is not None) == use_native
+        torch.testing.assert_close(other(x), grid(x), rtol=0, atol=0)
