@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench bench-thickness exp register patient01 render-memory report-screenshots bids-cohort clean
+.PHONY: install demo test bench bench-thickness exp register patient01 render-memory report-screenshots bids-cohort \
+	gpu-check gpu-check-prepare gpu-check-rehearse clean
 
 install: $(STAMP)
 
@@ -23,8 +24,9 @@ test: install
 	$(BIN)/python -m pytest -q -ra
 
 # Speed/quality benchmark on the shared cases (about 30 min on 2 CPU cores); table in experiments/results/bench.md
+# BENCH_ARGS passes more options, e.g. BENCH_ARGS="--device cuda --cases brats"
 bench: install
-	$(BIN)/python experiments/bench.py --out bench_out
+	$(BIN)/python experiments/bench.py --out bench_out $(BENCH_ARGS)
 
 # The fit told each slice thickness vs. the same stacks without sidecars (estimated), BraTS and MS cases
 # and SMORE with its single-stack estimate (about 80 min on 2 CPU cores; resumable); tables in
@@ -63,5 +65,25 @@ report-screenshots: install
 render-memory: install
 	$(BIN)/python experiments/render_memory.py $(if $(RENDER_MEMORY_GB),--max-memory $(RENDER_MEMORY_GB))
 
+# The GPU check, for a lent machine with CUDA and no network (experiments/gpu_check.py): the CUDA tests and the
+# BraTS bench (cubic, fast, default, paper at its full budget) in one run under 10 minutes; results in $$OUT,
+# else experiments/results/gpu. It uses the machine's own python3 and torch, and the wheels and data that
+# gpu-check-prepare puts in .whl/ and .gpu_data/ (both ignored by git; carry them there).
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) experiments/gpu_check.py
+
+# Run here, before the device: nibabel's wheel for the GPU machine's Python 3.12 and the BraTS volumes
+gpu-check-prepare: install
+	rm -rf .whl && mkdir -p .whl .gpu_data/brats_gli_00001
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		-d .whl "nibabel==$$($(BIN)/python -c 'import nibabel; print(nibabel.__version__)')"
+	install -m 644 "$${INRSR_DATA:-../shared/data}"/brats_gli_00001/t1c.nii.gz \
+		"$${INRSR_DATA:-../shared/data}"/brats_gli_00001/t2w.nii.gz .gpu_data/brats_gli_00001/
+
+# The same steps on the CPU (CUDA tests on the CPU, bench with cubic and fast only; a few minutes)
+gpu-check-rehearse: install
+	$(BIN)/python experiments/gpu_check.py --rehearse --out gpu_check_rehearsal
+
 clean:
-	rm -rf $(VENV) demo_out *.egg-info .pytest_cache
+	rm -rf $(VENV) demo_out *.egg-info .pytest_cache gpu_check_rehearsal

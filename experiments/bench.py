@@ -6,7 +6,8 @@ the data residuals when the preset does it) and render seconds, training points 
 second (field evaluations), peak RSS, PSNR/SSIM per contrast inside the brain, gain over cubic,
 and the ``paper`` preset's projected 50-epoch time divided by the method's fit time. ``paper``
 runs for a fixed time budget (``--paper-budget``); its 50-epoch time is projected from its
-measured steps per second. Runs on CUDA when one is present (``--device``).
+measured steps per second; a method that stopped before its step limit says why (on time, or by
+MI early stopping). Runs on CUDA when one is present (``--device``; the header then names the GPU).
 
 The table is written to ``experiments/results/bench.md`` (and ``bench.json``), which the README
 links; simulated stacks and per-run results are cached in ``--out`` (``bench_out``).
@@ -98,7 +99,8 @@ def _table(rows: list[dict]) -> str:
         pts = f"{r['points_per_s'] / 1e3:.0f} k" if np.isfinite(r["points_per_s"]) else "–"
         est = f" ({r['estimate_s']:.1f})" if r.get("estimate_s") else ""
         thick = ", ".join(f"{t:g}" for t in r.get("thickness_mm", [])) or "–"
-        lines.append(f"| {r['case']} | {r['protocol']} | {r['method']} | {r['fit_s']:.1f}{est} | {r['render_s']:.1f} "
+        stopped = {"time": " (stopped on time)", "mi": " (stopped by MI)"}.get(r.get("stopped_by", ""), "")
+        lines.append(f"| {r['case']} | {r['protocol']} | {r['method']}{stopped} | {r['fit_s']:.1f}{est} | {r['render_s']:.1f} "
                      f"| {pts} | {r['rss_gb']:.2f} | {thick} | {q} | {gain} | {ratio} |")
     return "\n".join(lines)
 
@@ -152,8 +154,9 @@ def main() -> None:
                 rows.append({**r, "case": case_name, "protocol": protocol, "method": method,
                              "contrasts": [c for c, _, _ in case.contrasts], "cubic": results.get("cubic", r),
                              "paper_epoch50_s": paper50})
+    gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
     header = (f"inrsr bench — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, device {device}{gpu}, torch {torch.__version__}, "
               f"paper budget {args.paper_budget:.0f} s, factor {args.factor}")
     text = header + "\n\n" + _table(rows) + "\n"
     print(text)

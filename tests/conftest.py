@@ -35,12 +35,29 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
+# The device the ``cuda``-marked tests run on: CUDA, or the CPU when this variable says ``cpu`` (the
+# CPU rehearsal of ``make gpu-check``, which runs those tests' logic where no GPU is present).
+GPU_TEST_ENV = "INRSR_GPU_TEST_DEVICE"
+
+
+def gpu_test_device() -> str:
+    """``cuda``, or ``cpu`` when ``$INRSR_GPU_TEST_DEVICE`` asks for the CPU rehearsal."""
+    return "cpu" if os.environ.get(GPU_TEST_ENV) == "cpu" else "cuda"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``browser`` are skipped, by their marker and with the reason shown by ``-ra``,
-    where Chromium is not installed; nothing else is ever skipped."""
-    if shutil.which(CHROMIUM):
-        return
-    skip = pytest.mark.skip(reason=f"browser: no Chromium at {CHROMIUM} (apt-get install chromium, or set INRSR_CHROMIUM)")
+    """Skip by marker only, with the reason shown by ``-ra``: ``browser`` tests where Chromium is
+    not installed, ``cuda`` tests where torch sees no CUDA device (unless the CPU rehearsal is asked
+    for); nothing else is ever skipped."""
+    import torch
+
+    skips = {}
+    if not shutil.which(CHROMIUM):
+        skips["browser"] = pytest.mark.skip(
+            reason=f"browser: no Chromium at {CHROMIUM} (apt-get install chromium, or set INRSR_CHROMIUM)")
+    if gpu_test_device() == "cuda" and not torch.cuda.is_available():
+        skips["cuda"] = pytest.mark.skip(reason="cuda: torch sees no CUDA device (these tests run in make gpu-check)")
     for item in items:
-        if "browser" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
