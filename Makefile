@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test bench bench-thickness exp register patient01 render-memory report-screenshots bids-cohort \
-	gpu-check gpu-check-prepare gpu-check-rehearse clean
+	gpu-check gpu-check-prepare gpu-check-rehearse eclare eclare-prepare eclare-rehearse clean
 
 install: $(STAMP)
 
@@ -75,15 +75,29 @@ gpu-check:
 
 # Run here, before the device: nibabel's wheel for the GPU machine's Python 3.12 and the BraTS volumes
 gpu-check-prepare: install
-	rm -rf .whl && mkdir -p .whl .gpu_data/brats_gli_00001
+	rm -f .whl/nibabel-*.whl && mkdir -p .whl .gpu_data/brats_gli_00001
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		-d .whl "nibabel==$$($(BIN)/python -c 'import nibabel; print(nibabel.__version__)')"
 	install -m 644 "$${INRSR_DATA:-../shared/data}"/brats_gli_00001/t1c.nii.gz \
 		"$${INRSR_DATA:-../shared/data}"/brats_gli_00001/t2w.nii.gz .gpu_data/brats_gli_00001/
 
-# The same steps on the CPU (CUDA tests on the CPU, bench with cubic and fast only; a few minutes)
+# The same steps on the CPU (CUDA tests on the CPU, bench with cubic and fast only; about 10 minutes)
 gpu-check-rehearse: install
 	$(BIN)/python experiments/gpu_check.py --rehearse --out gpu_check_rehearsal
+
+# ECLARE (GPL-3, run as a separate program) on the BraTS slab stacks at its default budget, with its own
+# slice-profile estimate and with the true one (experiments/eclare.py), for a GPU machine like gpu-check;
+# eclare-prepare adds its wheels in .whl/eclare/, eclare-rehearse tries it on the CPU with two steps per run.
+eclare:
+	$(GPU_PYTHON) experiments/eclare.py
+
+eclare-prepare: gpu-check-prepare
+	rm -rf .whl/eclare && mkdir -p .whl/eclare
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .whl/eclare \
+		eclare==1.0.1 radifox-utils==1.0.3 sigpy-lite==0.1.27 transforms3d==0.4.2
+
+eclare-rehearse: install
+	$(BIN)/python experiments/eclare.py --rehearse --out gpu_check_rehearsal/eclare
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache gpu_check_rehearsal

@@ -97,7 +97,7 @@ def _table(rows: list[dict]) -> str:
         gain = ", ".join(f"{c} {r[f'psnr_{c}'] - r['cubic'][f'psnr_{c}']:+.2f}" for c in cs)
         ratio = f"{r['paper_epoch50_s'] / r['fit_s']:.0f}×" if r["fit_s"] and r.get("paper_epoch50_s") else "–"
         pts = f"{r['points_per_s'] / 1e3:.0f} k" if np.isfinite(r["points_per_s"]) else "–"
-        est = f" ({r['estimate_s']:.1f})" if r.get("estimate_s") else ""
+        est = f" ({r['estimate_s']:.1f})" if r.get("estimate_s", 0.0) >= 0.05 else ""  # told: no estimate
         thick = ", ".join(f"{t:g}" for t in r.get("thickness_mm", [])) or "–"
         stopped = {"time": " (stopped on time)", "mi": " (stopped by MI)"}.get(r.get("stopped_by", ""), "")
         lines.append(f"| {r['case']} | {r['protocol']} | {r['method']}{stopped} | {r['fit_s']:.1f}{est} | {r['render_s']:.1f} "
