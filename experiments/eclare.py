@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from carried import REPO, install_wheels, output_so_far, use_carried_data  # beside this script
+
 WHEELS = REPO / ".whl" / "eclare"
-GPU_DATA = REPO / ".gpu_data"
 # ECLARE's slice thickness is given relative to the in-plane voxel: a 4 mm slab over 1 mm voxels.
 TRUE_THICKNESS = 4.0
 TRUE_PROFILE = "boxcar"
@@ -38,15 +38,11 @@ MARGIN_S = 20.0
 
 
 def site_with_wheels() -> str:
-    """A temporary folder holding ECLARE and the wheels beside it, installed without their pinned
-    dependencies (torch, scipy, numpy, nibabel are the machine's own)."""
+    """ECLARE and the wheels beside it installed into a temporary folder (:func:`carried.install_wheels`)."""
     wheels = sorted(WHEELS.glob("*.whl")) + sorted(WHEELS.parent.glob("nibabel-*.whl"))
     if not any(w.name.startswith("eclare-") for w in wheels):
         sys.exit(f"eclare: error: no ECLARE wheel in {WHEELS} (run make eclare-prepare where pip can reach PyPI)")
-    target = tempfile.mkdtemp(prefix="eclare-site-")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--target", target, *map(str, wheels)], check=True)
-    return target
+    return install_wheels(wheels)
 
 
 def run_one(stack: str, out_dir: Path, told: bool, gpu: bool, n_patches: int | None, site: str,
@@ -64,8 +60,7 @@ def run_one(stack: str, out_dir: Path, told: bool, gpu: bool, n_patches: int | N
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         code, log = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:
-        partial = "".join(p.decode(errors="replace") if isinstance(p, bytes) else p or "" for p in (exc.stdout, exc.stderr))
-        code, log = -1, f"{partial}\nstopped after {timeout_s:.0f} s"
+        code, log = -1, f"{output_so_far(exc)}\nstopped after {timeout_s:.0f} s"
     outputs = sorted(out_dir.glob("*_eclare.nii*"))
     return {"seconds": round(time.perf_counter() - t0, 1), "returncode": code,
             "output": str(outputs[0]) if outputs and code == 0 else None, "log_tail": log[-1500:]}
@@ -104,12 +99,9 @@ def main() -> int:
     ap.add_argument("--rehearse", action="store_true", help="true-profile runs only, on the CPU, two steps each")
     args = ap.parse_args()
     deadline = time.monotonic() + args.deadline
-    if GPU_DATA.is_dir() and "INRSR_DATA" not in os.environ:
-        os.environ["INRSR_DATA"] = str(GPU_DATA)
-    sys.path.insert(0, str(REPO / "experiments"))
+    use_carried_data(os.environ)
     sys.path.insert(0, str(REPO))
-    site = site_with_wheels()
-    sys.path.insert(0, site)  # nibabel, where the machine has none
+    site = site_with_wheels()  # also first on sys.path: nibabel, where the machine has none
     import torch
     from cases import CASES, data_root, load_volume, prepare
 

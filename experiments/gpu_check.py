@@ -34,26 +34,23 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from carried import REPO, install_wheels, output_so_far, use_carried_data  # beside this script
+
 WHEELS = REPO / ".whl"
-GPU_DATA = REPO / ".gpu_data"
 CASE = "brats"
 PROTOCOLS = "slab"
 # Seconds kept back at the end of the check for the summary and the transfer of its files.
 MARGIN_S = 30.0
 
 
-def install_wheels(env: dict[str, str]) -> str:
-    """Install the wheels of ``.whl/`` into a temporary folder put first on ``PYTHONPATH`` (of this
-    process and of ``env``, for the children); returns what was done."""
+def install_carried_wheels(env: dict[str, str]) -> str:
+    """Install the wheels of ``.whl/`` (:func:`carried.install_wheels`) and put their folder first
+    on ``env``'s ``PYTHONPATH`` too, for the children; returns what was done."""
     wheels = sorted(WHEELS.glob("*.whl"))
     if not wheels:
         return "no wheels carried"
-    target = Path(tempfile.mkdtemp(prefix="inrsr-site-"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--target", str(target), *map(str, wheels)], check=True)
-    sys.path.insert(0, str(target))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), str(REPO), env.get("PYTHONPATH")) if p)
+    target = install_wheels(wheels)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (target, str(REPO), env.get("PYTHONPATH")) if p)
     return "installed " + ", ".join(w.name for w in wheels)
 
 
@@ -84,8 +81,7 @@ def run_tests(out: Path, env: dict[str, str], timeout_s: float) -> dict:
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
         text, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:
-        partial = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        text, code = f"{partial}\n(stopped after {timeout_s:.0f} s)", -1
+        text, code = f"{output_so_far(exc)}\n(stopped after {timeout_s:.0f} s)", -1
     (out / "tests.log").write_text(text)
     last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
     return {"returncode": code, "summary": last[0].strip("= "), "seconds": round(time.perf_counter() - t0, 1)}
@@ -143,9 +139,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    wheels = install_wheels(env)
-    if GPU_DATA.is_dir() and "INRSR_DATA" not in env:
-        env["INRSR_DATA"] = str(GPU_DATA)
+    wheels = install_carried_wheels(env)
+    use_carried_data(env)
     import torch
 
     if args.rehearse:

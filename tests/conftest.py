@@ -30,6 +30,14 @@ def shared_data() -> Path:
     return data_dir()
 
 
+def away_from_faces(mask: np.ndarray, voxels: int = 4) -> np.ndarray:
+    """``mask`` without its outer ``voxels`` layers along each axis: on a crop, where a field
+    extrapolates beyond a stack's outermost slice and cubic copies the edge."""
+    inner = np.zeros_like(mask, dtype=bool)
+    inner[voxels:-voxels, voxels:-voxels, voxels:-voxels] = True
+    return mask & inner
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
     return path

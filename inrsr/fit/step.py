@@ -89,13 +89,12 @@ def training_forward(
         return profile_forward(model, points, contrast_id, weights), model(extra)
     b, k = weights.shape
     x = torch.cat([points.reshape(b * k, 3), extra])
-    if base_sums is None:
-        vals = model(x)
-        own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
-        return (own.float() * weights).sum(dim=1), vals[b * k :]
-    vals = model.network_output(x)
+    vals = model(x) if base_sums is None else model.network_output(x)
     own = vals[: b * k].gather(1, contrast_id.repeat_interleave(k)[:, None]).view(b, k)
-    return (own.float() * weights).sum(dim=1) + base_sums, model.plus_fixed(vals[b * k :], extra)
+    pred = (own.float() * weights).sum(dim=1)
+    if base_sums is None:
+        return pred, vals[b * k :]
+    return pred + base_sums, model.plus_fixed(vals[b * k :], extra)
 
 
 def train_step(
@@ -117,11 +116,11 @@ def train_step(
     reg_pts = data.coords.new_empty(0, 3)
     if config.reg_weight > 0:
         reg_pts = smoothness_points(data.coords[idx[: config.reg_points]], data.reg_jitter, data.reg_step, generator)
-    # the base sums hold only while the profile points stay where they were computed
-    fixed = data.base_sums is not None and poses is None and data.width_scale is None
+    # the base sums hold only while the profile points stay where they were computed (the trainer
+    # makes none for moving stacks; learned widths, set afterwards, move the points too)
+    base_sums = data.base_sums[idx] if data.base_sums is not None and data.width_scale is None else None
     with autocast:
-        pred, reg_vals = training_forward(model, data_pts, c, data.weights[s], reg_pts,
-                                          data.base_sums[idx] if fixed else None)
+        pred, reg_vals = training_forward(model, data_pts, c, data.weights[s], reg_pts, base_sums)
     sq = (pred.float() - data.values[idx]) ** 2
     per_sum = torch.zeros(data.n_contrasts, device=sq.device).index_add_(0, c, sq)
     per_n = torch.bincount(c, minlength=data.n_contrasts).to(sq.dtype)

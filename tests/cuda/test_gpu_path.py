@@ -31,7 +31,7 @@ from inrsr.io.stack import Stack
 from inrsr.jobs.reconstruct import reconstruct
 from inrsr.render import render_subject
 from inrsr.samples.foreground import estimate_foreground
-from tests.conftest import gpu_test_device
+from tests.conftest import away_from_faces, gpu_test_device
 
 pytestmark = pytest.mark.cuda
 
@@ -65,12 +65,7 @@ def crop_case(shared_data):
         stacks.append(Stack(thick, thick_affine, contrast, thickness_mm=simulated_thickness_mm(affine, axis, 4, "box")))
         truths[contrast] = vol
     grid = Grid(truths["t1"].shape, affine)
-    mask = truths["t1"] > 0
-    for axis in range(3):
-        edge = [slice(None)] * 3
-        edge[axis] = np.r_[0:4, mask.shape[axis] - 4:mask.shape[axis]]
-        mask[tuple(edge)] = False
-    return stacks, truths, grid, mask
+    return stacks, truths, grid, away_from_faces(truths["t1"] > 0)
 
 
 def psnr_of(volumes: dict, truths: dict, mask: np.ndarray) -> dict[str, float]:

@@ -26,6 +26,7 @@ from inrsr.field.checkpoint import load_checkpoint
 from inrsr.geometry import Grid, fov_corners_world, union_box, voxel_sizes_mm
 from inrsr.io.grids import reference_grid
 from inrsr.render import render_subject
+from tests.conftest import away_from_faces
 
 # The short CPU fit in this test must beat cubic's PSNR inside the brain by this much (measured:
 # +0.95 dB t1, +1.43 dB t2 at 400 steps, back-projected residuals included).
@@ -83,11 +84,7 @@ def scores(folder, name: str, prediction=None) -> tuple[dict, dict, dict]:
     truth = truth_img.get_fdata(dtype=np.float32)
     lr = nib.load(str(folder / f"{name}_lr.nii.gz"))
     grid = Grid(truth.shape, truth_img.affine)
-    mask = truth > 0
-    for axis in range(3):
-        edge = [slice(None)] * 3
-        edge[axis] = np.r_[0:4, truth.shape[axis] - 4:truth.shape[axis]]
-        mask[tuple(edge)] = False
+    mask = away_from_faces(truth > 0)
     pred = nib.load(str(prediction or folder / "out" / f"{name}.nii.gz")).get_fdata(dtype=np.float32)
     low = lr.get_fdata(dtype=np.float32)
     return (evaluate(pred, truth, mask), evaluate(interpolate_to_grid(low, lr.affine, grid, 0), truth, mask),
