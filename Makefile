@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -ra
 
-# Speed/quality benchmark on the shared cases (about 30 min on 2 CPU cores); table in experiments/results/bench.md
+# Speed/quality benchmark on the shared cases (35 min on 2 CPU cores with BENCH_ARGS="--protocols slab,point"); table in experiments/results/bench.md
 # BENCH_ARGS passes more options, e.g. BENCH_ARGS="--device cuda --cases brats"
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out $(BENCH_ARGS)

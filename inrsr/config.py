@@ -244,7 +244,7 @@ class FitConfig(ToolConfig):
 PRESETS: dict[str, FitConfig] = {
     # McGinnis et al. (MICCAI 2023), config_brats.yaml of the authors' code: exact.
     "paper": FitConfig(),
-    # Best measured quality within about two minutes on 2 CPU cores (docs/experiment-log.md: "History of the presets").
+    # Best measured quality within about a minute and a half on 2 CPU cores (docs/experiment-log.md: "History of the presets").
     "default": FitConfig(
         encoding="hash",
         grid_levels=16,
