@@ -47,6 +47,7 @@ __all__ = [
     "Grid",
     "isotropic_grid",
     "grid_points_world",
+    "grid_rows",
     "rescaled_affine",
     "axis_resampled_affine",
     "world_to_voxel_index",
@@ -252,6 +253,14 @@ def grid_points_world(grid: Grid, start: int, stop: int) -> np.ndarray:
     """World coordinates (mm) of the voxel centres with flat C-order indices ``start … stop-1``."""
     ijk = np.stack(np.unravel_index(np.arange(start, stop), grid.shape), axis=-1)
     return apply_affine(grid.affine, ijk)
+
+
+def grid_rows(grid: Grid, start: int, stop: int) -> Grid:
+    """The block of ``grid`` made of its voxels ``start … stop-1`` along the first array axis, with
+    the same voxel centres in world mm."""
+    affine = np.array(grid.affine, dtype=np.float64)
+    affine[:3, 3] += start * affine[:3, 0]
+    return Grid((stop - start, *grid.shape[1:]), affine)
 
 
 def rescaled_affine(

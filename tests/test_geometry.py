@@ -9,9 +9,12 @@ import pytest
 from nibabel.affines import apply_affine as nib_apply, rescale_affine
 
 from inrsr.geometry import (
+    Grid,
     Normaliser,
     apply_affine,
     fov_corners_world,
+    grid_points_world,
+    grid_rows,
     isotropic_grid,
     overlap_fraction,
     rescaled_affine,
@@ -150,3 +153,13 @@ def test_rigid_matrix_keeps_its_centre_and_rigid_error_measures_it():
     shift, angle = rigid_error(m, np.eye(4), c[None])
     assert abs(shift - 3.0) < 1e-9 and abs(angle - np.linalg.norm([2.0, 1.0, -1.0])) < 1e-9
     assert rigid_error(m, m, np.zeros((4, 3))) == (0.0, 0.0)
+
+
+def test_grid_rows_keep_the_voxel_centres_of_the_grid():
+    grid = Grid((7, 5, 4), rigid_matrix(rotation_from_vector(np.radians([10.0, -20.0, 5.0])), [3.0, -2.0, 40.0],
+                                        np.zeros(3)) @ np.diag([0.9, 1.1, 3.0, 1.0]))
+    rows = grid_rows(grid, 2, 5)
+    assert rows.shape == (3, 5, 4)
+    per_row = grid.n_vox // grid.shape[0]
+    np.testing.assert_allclose(grid_points_world(rows, 0, rows.n_vox), grid_points_world(grid, 2 * per_row, 5 * per_row),
+                               atol=1e-9)

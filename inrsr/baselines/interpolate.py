@@ -10,7 +10,7 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy.interpolate import CubicSpline
 
-from inrsr.geometry import Grid
+from inrsr.geometry import Grid, grid_rows
 
 __all__ = ["interpolate_to_grid", "cubic_between_slices"]
 
@@ -25,17 +25,17 @@ def interpolate_to_grid(
     """Spline interpolation (``order`` 3: cubic B-spline, 0: nearest) of a stack at ``grid``'s centres.
 
     Points beyond the stack's outermost voxel centres take the nearest edge value (no dark rim).
-    ``threads`` (default: the CPUs this process may use, at most 2 per million output voxels)
-    share the grid's first axis; each resamples its block of the grid from the whole stack, so the
+    ``threads`` (``None`` or 0: the CPUs this process may use; at most one per 2²⁰ output voxels) share
+    the grid's first axis; each resamples its block of the grid from the whole stack, so the
     result does not depend on the thread count beyond float rounding.
     """
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
-    n = threads if threads is not None else len(os.sched_getaffinity(0))
+    n = threads if threads else len(os.sched_getaffinity(0))
     n = max(1, min(n, grid.shape[0], grid.n_vox // _MIN_VOXELS_PER_THREAD))
     if n == 1:
         return _resampled(img, grid, order)
     edges = np.linspace(0, grid.shape[0], n + 1).round().astype(int)
-    blocks = [Grid((int(b - a), *grid.shape[1:]), grid.affine @ _shift_first_axis(int(a))) for a, b in zip(edges[:-1], edges[1:])]
+    blocks = [grid_rows(grid, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
     with ThreadPoolExecutor(n) as pool:  # scipy's spline resampling releases the GIL
         return np.concatenate(list(pool.map(lambda g: _resampled(img, g, order), blocks)), axis=0)
 
@@ -43,13 +43,6 @@ def interpolate_to_grid(
 def _resampled(img: nib.Nifti1Image, grid: Grid, order: int) -> np.ndarray:
     out = resample_from_to(img, (grid.shape, grid.affine), order=order, mode="nearest")
     return np.asarray(out.dataobj, dtype=np.float32)
-
-
-def _shift_first_axis(voxels: int) -> np.ndarray:
-    """4×4 voxel-index translation by ``voxels`` along the first array axis."""
-    shift = np.eye(4)
-    shift[0, 3] = voxels
-    return shift
 
 
 def cubic_between_slices(data: np.ndarray, axis: int, held: np.ndarray) -> np.ndarray:

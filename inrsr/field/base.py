@@ -62,7 +62,7 @@ def _without_held_slices(stack: Stack, held: np.ndarray) -> np.ndarray:
 
 
 def cubic_base(
-    stacks: list[Stack], subject: Subject, exclude: list[np.ndarray | None] | None = None
+    stacks: list[Stack], subject: Subject, exclude: list[np.ndarray | None] | None = None, threads: int = 0
 ) -> BaseVolume:
     """Cubic B-spline interpolation of each contrast's stacks (averaged where a contrast has
     several) on an isotropic grid over ``subject.box`` at the finest input spacing, but no finer
@@ -70,7 +70,8 @@ def cubic_base(
 
     ``exclude`` (per stack, boolean voxel masks or ``None``): slices holding excluded voxels are
     replaced by a spline across the other slices, and a stack excluded entirely contributes
-    nothing (its contrast must have another stack).
+    nothing (its contrast must have another stack). ``threads``: those of
+    :func:`~inrsr.baselines.interpolate.interpolate_to_grid` (0: every CPU this process may use).
     """
     spacing = max(MIN_BASE_SPACING_MM, min(float(min(s.spacing_mm)) for s in stacks))
     grid = isotropic_grid(subject.box, spacing)
@@ -82,7 +83,7 @@ def cubic_base(
             if s.contrast != c or (held is not None and bool(held.all())):
                 continue
             data = s.data if held is None else _without_held_slices(s, held)
-            parts.append(subject.scales[c].forward(interpolate_to_grid(data, s.affine, grid)))
+            parts.append(subject.scales[c].forward(interpolate_to_grid(data, s.affine, grid, threads=threads)))
         if not parts:
             raise ValueError(f"no stack left to interpolate contrast {c!r}")
         volumes.append(np.mean(parts, axis=0))

@@ -68,7 +68,7 @@ def training_set(
         exclude,
     )
     if uses_base(config, stacks):
-        train = replace(train, base=cubic_base(stacks, subject, exclude))
+        train = replace(train, base=cubic_base(stacks, subject, exclude, config.threads))
     return subject, train
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+from nibabel.affines import from_matvec
 
 from inrsr.baselines.interpolate import cubic_between_slices, interpolate_to_grid
 from inrsr.geometry import Grid, rotation_from_vector
@@ -29,17 +30,11 @@ def test_interpolation_is_the_same_with_any_thread_count(shared_data):
     data = np.asarray(img.dataobj, dtype=np.float32)[40:200, 40:200, 20:140:4]
     tilt = np.eye(4)
     tilt[:3, :3] = rotation_from_vector(np.radians([8.0, -5.0, 3.0]))  # oblique to the grid
-    stack_affine = tilt @ img.affine @ _translation([40, 40, 20]) @ np.diag([1.0, 1.0, 4.0, 1.0])
-    grid = Grid((150, 150, 120), img.affine @ _translation([45, 45, 20]))
+    stack_affine = tilt @ img.affine @ from_matvec(np.eye(3), [40, 40, 20]) @ np.diag([1.0, 1.0, 4.0, 1.0])
+    grid = Grid((150, 150, 120), img.affine @ from_matvec(np.eye(3), [45, 45, 20]))
     one = interpolate_to_grid(data, stack_affine, grid, threads=1)
     assert np.isfinite(one).all() and one.std() > 0
     for n in (2, 3):
         np.testing.assert_allclose(interpolate_to_grid(data, stack_affine, grid, threads=n), one, rtol=1e-5, atol=1e-3)
     nearest = [interpolate_to_grid(data, stack_affine, grid, order=0, threads=n) for n in (1, 2)]
     assert np.mean(nearest[0] != nearest[1]) < 1e-5  # only exact ties between two voxels may flip
-
-
-def _translation(voxels: list[float]) -> np.ndarray:
-    shift = np.eye(4)
-    shift[:3, 3] = voxels
-    return shift
