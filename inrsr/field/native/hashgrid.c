@@ -223,19 +223,19 @@ static inline void dot_rows(const float *restrict table, const int64_t rows[8], 
 typedef struct {
     int64_t rows[BLOCK][8];
     float w[BLOCK][8];
+    float wt[BLOCK][3][2]; /* per-axis weight terms and whether each position follows the point */
+    int moves[BLOCK][3];   /* (cell_corners), which the gradient with respect to x reads */
     int near[BLOCK];
 } block_t;
 
 /* The corners of points [p0, p0 + nb) at level l into b (near flags already set), each row prefetched. */
 static inline ALWAYS_INLINE void block_corners(const job_t *j, int64_t p0, int64_t nb, int32_t l, block_t *b,
                                                const float *table, int write) {
-    float wt[3][2];
-    int moves[3];
     for (int64_t i = 0; i < nb; ++i) {
         if (b->near[i])
-            cell_corners(j, p0 + i, l, 1, b->rows[i], b->w[i], wt, moves); /* a copy without the range checks */
+            cell_corners(j, p0 + i, l, 1, b->rows[i], b->w[i], b->wt[i], b->moves[i]); /* without the range checks */
         else
-            cell_corners(j, p0 + i, l, 0, b->rows[i], b->w[i], wt, moves);
+            cell_corners(j, p0 + i, l, 0, b->rows[i], b->w[i], b->wt[i], b->moves[i]);
         for (int c = 0; c < 8; ++c) PREFETCH(table + b->rows[i][c] * j->features, write);
     }
 }
@@ -286,46 +286,49 @@ static void *backward_job(void *arg) {
     return NULL;
 }
 
-/* d(out)/d(x) of point p into gx[3]: the trilinear weights' derivatives (each axis's two terms are
+/* Adds level l's part of d(out)/d(x) of point p, whose corners at that level are rows, wt and
+ * moves (cell_corners), to gx[3]: the trilinear weights' derivatives (each axis's two terms are
  * 1 - frac and frac, whose derivatives are -1 and +1 times the level's cells per unit; 0 where the
  * position was clamped). */
-static inline ALWAYS_INLINE void point_gradient(const job_t *j, int64_t p, int near, float gx[3]) {
+static inline ALWAYS_INLINE void level_gradient(const job_t *j, int64_t p, int32_t l, const int64_t rows[8],
+                                                const float wt[3][2], const int moves[3], float gx[3]) {
     const int32_t f_n = j->features;
-    const int64_t stride = (int64_t)j->levels * f_n;
-    int64_t rows[8];
-    float w[8], wt[3][2];
-    int moves[3];
-    for (int d = 0; d < 3; ++d) gx[d] = 0.0f;
-    for (int32_t l = 0; l < j->levels; ++l) {
-        const float *g = j->grad_out + p * stride + l * f_n;
-        cell_corners(j, p, l, near, rows, w, wt, moves);
-        float gl[3] = {0.0f, 0.0f, 0.0f}, s_c[8];
+    const float *g = j->grad_out + p * (int64_t)j->levels * f_n + l * f_n;
+    float gl[3] = {0.0f, 0.0f, 0.0f}, s_c[8];
 #define DOTS(F) dot_rows(j->table, rows, F, g, s_c)
-        SPECIALISE(f_n, DOTS)
+    SPECIALISE(f_n, DOTS)
 #undef DOTS
-        for (int c = 0; c < 8; ++c) {
-            const float s = s_c[c];
-            const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
-            gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
-            gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
-            gl[2] += s * (b2 ? 1.0f : -1.0f) * wt[0][b0] * wt[1][b1];
-        }
-        /* d pos / d x: cells per unit (gradient 0 through a clamped position; times inv as the
-         * PyTorch path's chain rule, which gives NaN for a grid with infinite cells per unit) */
-        for (int d = 0; d < 3; ++d) gx[d] += (moves[d] ? gl[d] : 0.0f) * j->inv_cell[l];
+    for (int c = 0; c < 8; ++c) {
+        const float s = s_c[c];
+        const int b0 = c & 1, b1 = (c >> 1) & 1, b2 = (c >> 2) & 1;
+        gl[0] += s * (b0 ? 1.0f : -1.0f) * wt[1][b1] * wt[2][b2];
+        gl[1] += s * (b1 ? 1.0f : -1.0f) * wt[0][b0] * wt[2][b2];
+        gl[2] += s * (b2 ? 1.0f : -1.0f) * wt[0][b0] * wt[1][b1];
     }
+    /* d pos / d x: cells per unit (gradient 0 through a clamped position; times inv as the
+     * PyTorch path's chain rule, which gives NaN for a grid with infinite cells per unit) */
+    for (int d = 0; d < 3; ++d) gx[d] += (moves[d] ? gl[d] : 0.0f) * j->inv_cell[l];
 }
 
+/* The gradient with respect to x, a block of points at a time as the forward pass: each level's
+ * rows of the block are prefetched before they are read. Every point adds its levels in order. */
 static void *points_job(void *arg) {
     const job_t *j = (const job_t *)arg;
     const float inv_max = max_inv_cell(j);
-    for (int64_t p = j->begin; p < j->end; ++p) {
-        float gx[3];
-        if (point_near(j, p, inv_max))
-            point_gradient(j, p, 1, gx); /* a copy without the range checks */
-        else
-            point_gradient(j, p, 0, gx);
-        for (int d = 0; d < 3; ++d) j->grad_x[3 * p + d] = gx[d];
+    block_t b;
+    float gx[BLOCK][3];
+    for (int64_t p0 = j->begin; p0 < j->end; p0 += BLOCK) {
+        const int64_t nb = j->end - p0 < BLOCK ? j->end - p0 : BLOCK;
+        for (int64_t i = 0; i < nb; ++i) {
+            b.near[i] = point_near(j, p0 + i, inv_max);
+            gx[i][0] = gx[i][1] = gx[i][2] = 0.0f;
+        }
+        for (int32_t l = 0; l < j->levels; ++l) {
+            block_corners(j, p0, nb, l, &b, j->table, 0);
+            for (int64_t i = 0; i < nb; ++i) level_gradient(j, p0 + i, l, b.rows[i], b.wt[i], b.moves[i], gx[i]);
+        }
+        for (int64_t i = 0; i < nb; ++i)
+            for (int d = 0; d < 3; ++d) j->grad_x[3 * (p0 + i) + d] = gx[i][d];
     }
     return NULL;
 }
