@@ -23,7 +23,7 @@ from inrsr.device import autocast, resolve_device, torch_threads
 from inrsr.errors import FitError, InputError
 from inrsr.field.network import Field, build_field
 from inrsr.fit.monitor import MIPlateau, predict_mi
-from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser
+from inrsr.fit.optimiser import DEFAULT_REGISTER_C2F, detail_cut_mm, learning_rate_at, make_optimiser, warmup_factor
 from inrsr.fit.progress import PROGRESS_EVERY_S, Progress
 from inrsr.fit.state import InterruptFlag, load_fit_state, save_fit_state
 from inrsr.fit.step import StepData, train_step, voxel_base_sums
@@ -249,7 +249,7 @@ class Trainer:
         for b in range(first, min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)):
             self.lr = learning_rate_at(self.step, plan.steps_per_epoch, plan.total_steps, config)
             for group in self.optimiser.param_groups:
-                group["lr"] = self.lr * group["scale"]
+                group["lr"] = self.lr * group["scale"] * warmup_factor(self.step, group.get("warmup_steps", 0))
             if plan.c2f:
                 self.model.set_detail_mm(detail_cut_mm(self.step, plan.total_steps, plan.c2f, config.c2f_start_mm,
                                                        plan.finest_mm))

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from inrsr.field.network import Field
     from inrsr.register.poses import StackPoses
 
-__all__ = ["make_optimiser", "learning_rate_at", "detail_cut_mm", "DEFAULT_REGISTER_C2F"]
+__all__ = ["make_optimiser", "learning_rate_at", "warmup_factor", "detail_cut_mm", "DEFAULT_REGISTER_C2F"]
 
 # Coarse-to-fine fraction used by --register when --c2f-fraction is 0.
 DEFAULT_REGISTER_C2F = 0.5
@@ -51,6 +51,12 @@ def learning_rate_at(step: int, steps_per_epoch: int, total_steps: int, config: 
     else:
         progress = step / total_steps
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up of a parameter group's learning rate (its ``warmup_steps`` key): 0 at step 0,
+    ``step / warmup_steps`` up to ``warmup_steps``, then 1; always 1 when ``warmup_steps`` is 0."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
 def detail_cut_mm(step: int, total_steps: int, fraction: float, start_mm: float, finest_mm: float) -> float | None:

@@ -34,6 +34,10 @@ __all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate
 WIDTH_STEPS = 250
 # Adam's step of the widths, in slice spacings per step (× the fit's learning-rate schedule).
 WIDTH_LR = 0.075
+# The widths' step rises linearly from 0 over this fraction of the steps, while the field takes
+# shape: without it, Adam's first full-size steps follow the gradients of an untrained field and
+# drove thin slices with gaps to the lower bound for some seeds (docs/experiment-log.md, 2026-12-01).
+WIDTH_WARMUP = 0.4
 # Estimates are kept within these multiples of the slice spacing. An estimate at the lower bound
 # says that the voxels look like point samples of the field: thin slices, or anatomy smooth on the
 # scale of the spacing, for which every width explains the voxels alike.
@@ -75,7 +79,8 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     """Every stack's slice thickness (mm), learned together with a small field (see the module's
     description) under ``config``'s slice profile (``box`` or ``gaussian``).
 
-    Each width starts at the stack's slice spacing and is kept between :data:`MIN_WIDTH` and
+    Each width starts at the stack's slice spacing, is learned at a rate that rises over the first
+    :data:`WIDTH_WARMUP` of the steps, and is kept between :data:`MIN_WIDTH` and
     :data:`MAX_WIDTH` spacings (see :func:`looks_point_sampled`); one within :data:`CONTIGUOUS` of
     the spacing is the spacing. Deterministic for a given seed on CPU.
     """
@@ -94,7 +99,8 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
         trainer.label = "slice thickness estimate"
         scale = torch.nn.Parameter(torch.ones(len(stacks), device=device))
         trainer.data.width_scale = scale
-        trainer.optimiser.add_param_group({"params": [scale], "scale": WIDTH_LR / est.lr, "betas": (0.9, 0.999)})
+        trainer.optimiser.add_param_group({"params": [scale], "scale": WIDTH_LR / est.lr, "betas": (0.9, 0.999),
+                                           "warmup_steps": round(WIDTH_WARMUP * est.max_steps)})
         trainer.run(progress)
     spacing = np.array([s.slice_spacing_mm for s in stacks])
     width = np.abs(scale.detach().cpu().numpy().astype(np.float64))

@@ -15,8 +15,12 @@ CFG = preset("fast", encoding="fourier", n_frequencies=16, width=32, depth=1, he
              mi_points=2000, threads=1)
 
 
-def tiny_training_set():
+def tiny_stacks() -> list[Stack]:
+    """A t1 axial and a t2 coronal stack of 4 mm slabs of a small head phantom."""
     vols, aff, _ = head_phantom((32, 36, 32), seed=1)
-    stacks = [Stack(*simulate_stack(vols["t1"], aff, 2, 4, "box"), "t1"),
-              Stack(*simulate_stack(vols["t2"], aff, 1, 4, "box"), "t2")]
-    return build_training_set(stacks, 0.25, CFG.mi_points, 0)
+    return [Stack(*simulate_stack(vols["t1"], aff, 2, 4, "box"), "t1"),
+            Stack(*simulate_stack(vols["t2"], aff, 1, 4, "box"), "t2")]
+
+
+def tiny_training_set():
+    return build_training_set(tiny_stacks(), 0.25, CFG.mi_points, 0)

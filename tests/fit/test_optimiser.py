@@ -42,3 +42,28 @@ def test_coarse_to_fine_schedule_and_detail_weights():
     w = detail_weights(torch.tensor([32.0, 8.0, 4.0, 2.0, 1.0]), 4.0)
     torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]))
     torch.testing.assert_close(detail_weights(torch.tensor([2.8284]), 4.0), torch.tensor([0.5]), atol=1e-4, rtol=0)
+
+
+def test_a_group_with_a_warm_up_learns_at_a_rate_rising_from_zero():
+    """The slice-width group of the thickness estimate: its rate is 0 at the first step and reaches
+    the schedule's after ``warmup_steps``; the other groups follow the schedule from the start."""
+    from inrsr.fit.loop import Trainer
+    from inrsr.fit.optimiser import warmup_factor
+    from inrsr.samples.training_set import build_training_set
+    from tests.fit.conftest import tiny_stacks
+
+    assert [warmup_factor(s, 4) for s in (0, 1, 4, 9)] == [0.0, 0.25, 1.0, 1.0] and warmup_factor(0, 0) == 1.0
+    subject, train = build_training_set(tiny_stacks(), 0.25, CFG.mi_points, 0, "box", 4)  # widths act on box profiles
+    cfg = CFG.replace(max_steps=8, early_stopping=False)
+    trainer = Trainer(train, subject.contrasts, cfg, torch.device("cpu"))
+    extra = torch.nn.Parameter(torch.ones(2))
+    trainer.data.width_scale = extra
+    trainer.optimiser.add_param_group({"params": [extra], "scale": 2.0, "warmup_steps": 4})
+    seen = []
+    trainer.callback = lambda step, s, f: seen.append([g["lr"] for g in trainer.optimiser.param_groups])
+    trainer.run(progress=False)
+    for step, rates in enumerate(seen):
+        scheduled = learning_rate_at(step, trainer.plan.steps_per_epoch, 8, cfg)
+        assert rates[0] == pytest.approx(scheduled)
+        assert rates[-1] == pytest.approx(2.0 * scheduled * min(1.0, step / 4))
+    assert extra.grad is not None and not torch.equal(extra.detach(), torch.ones(2))  # it was learned after step 0
