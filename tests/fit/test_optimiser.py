@@ -1,4 +1,4 @@
-"""Optimiser: parameter groups, learning rates and betas, cosine schedules, coarse-to-fine release of detail."""
+"""Optimiser: parameter groups, learning rates and betas, cosine schedules, a group's warm-up, coarse-to-fine release of detail."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import torch
 
 from inrsr.config import preset
 from inrsr.field.network import build_field
-from inrsr.fit.optimiser import learning_rate_at, make_optimiser
+from inrsr.fit.loop import Trainer
+from inrsr.fit.optimiser import learning_rate_at, make_optimiser, warmup_factor
 from inrsr.register.poses import StackPoses
-from tests.fit.conftest import CFG
+from inrsr.samples.training_set import build_training_set
+from tests.fit.conftest import CFG, tiny_stacks
 
 
 def test_optimiser_groups_learning_rates_and_betas():
@@ -47,11 +49,6 @@ def test_coarse_to_fine_schedule_and_detail_weights():
 def test_a_group_with_a_warm_up_learns_at_a_rate_rising_from_zero():
     """The slice-width group of the thickness estimate: its rate is 0 at the first step and reaches
     the schedule's after ``warmup_steps``; the other groups follow the schedule from the start."""
-    from inrsr.fit.loop import Trainer
-    from inrsr.fit.optimiser import warmup_factor
-    from inrsr.samples.training_set import build_training_set
-    from tests.fit.conftest import tiny_stacks
-
     assert [warmup_factor(s, 4) for s in (0, 1, 4, 9)] == [0.0, 0.25, 1.0, 1.0] and warmup_factor(0, 0) == 1.0
     subject, train = build_training_set(tiny_stacks(), 0.25, CFG.mi_points, 0, "box", 4)  # widths act on box profiles
     cfg = CFG.replace(max_steps=8, early_stopping=False)

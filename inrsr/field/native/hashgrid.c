@@ -223,8 +223,8 @@ static inline void dot_rows(const float *restrict table, const int64_t rows[8], 
 typedef struct {
     int64_t rows[BLOCK][8];
     float w[BLOCK][8];
-    float wt[BLOCK][3][2]; /* per-axis weight terms and whether each position follows the point */
-    int moves[BLOCK][3];   /* (cell_corners), which the gradient with respect to x reads */
+    float wt[BLOCK][3][2]; /* per-axis weight terms and clamp flags of cell_corners, which the */
+    int moves[BLOCK][3];   /* gradient with respect to x reads (storing them costs the others nothing measurable) */
     int near[BLOCK];
 } block_t;
 
