@@ -65,15 +65,15 @@ report-screenshots: install
 render-memory: install
 	$(BIN)/python experiments/render_memory.py $(if $(RENDER_MEMORY_GB),--max-memory $(RENDER_MEMORY_GB))
 
-# The GPU check, for a lent machine with CUDA and no network (experiments/gpu_check.py): the CUDA tests and the
+# The GPU check, for a machine with CUDA and no network (experiments/gpu_check.py): the CUDA tests and the
 # BraTS bench (cubic, fast, default, paper at its full budget) in one run under 10 minutes; results in $$OUT,
 # else experiments/results/gpu. It uses the machine's own python3 and torch, and the wheels and data that
-# gpu-check-prepare puts in .whl/ and .gpu_data/ (both ignored by git; carry them there).
+# gpu-check-prepare puts in .whl/ and .gpu_data/ (both ignored by git; copy them there).
 GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) experiments/gpu_check.py
 
-# Run here, before the device: nibabel's wheel for the GPU machine's Python 3.12 and the BraTS volumes
+# Run beforehand, on a machine with the shared data and a package registry: nibabel's wheel for the GPU machine's Python 3.12 and the BraTS volumes
 gpu-check-prepare: install
 	rm -f .whl/nibabel-*.whl && mkdir -p .whl .gpu_data/brats_gli_00001
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -1,5 +1,5 @@
-"""What the device scripts (``gpu_check.py``, ``eclare.py``) share: wheels carried to a machine
-without network, installed into a temporary folder; the data carried beside them; and the output a
+"""What the GPU scripts (``gpu_check.py``, ``eclare.py``) share: wheels copied to a machine
+without network, installed into a temporary folder; the data copied beside them; and the output a
 child process printed before its time ran out."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The GPU check (``make gpu-check``): on a machine with a CUDA GPU, in one run, the CUDA tests and
 the benchmark of the BraTS case, with one JSON and one Markdown table as the result.
 
-It is written for a lent machine that has torch (with CUDA), scipy, scikit-image, click,
+It is written for a machine that has torch (with CUDA), scipy, scikit-image, click,
 matplotlib and tqdm but not nibabel, and no network: ``make gpu-check-prepare``, run beforehand on
 a machine with the shared data and a package registry, puts nibabel's wheel in ``.whl/`` and the
 BraTS volumes the check reads in ``.gpu_data/``; this script installs the wheels it finds there into
@@ -17,7 +17,7 @@ a temporary folder. Steps, in order, each written to ``--out`` as soon as it is 
 
 ``--rehearse`` runs the same steps on the CPU where no GPU is present: the CUDA tests with
 ``INRSR_GPU_TEST_DEVICE=cpu`` (their GPU side is the CPU again) and the bench with cubic and
-``fast`` only, so that the plumbing is tried before device time is spent.
+``fast`` only, so that the plumbing is tried before a GPU run.
 
     python3 experiments/gpu_check.py [--out DIR] [--deadline SECONDS] [--rehearse]
 """

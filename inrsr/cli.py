@@ -170,7 +170,7 @@ def main() -> None:
                    "default: estimated from each stack.")
 @click.option("--thickness", "thicknesses", multiple=True, type=POSITIVE, metavar="MM",
               help="Slice thickness per stack in stack order, or one value for all; default: a BIDS "
-                   "sidecar's SliceThickness, else the slice spacing.")
+                   "sidecar's SliceThickness, else estimated from the data (see --thickness-estimate).")
 @click.option("--ref", type=click.Path(), help="Render exactly on this image's grid.")
 @click.option("--resolution", type=POSITIVE, metavar="MM",
               help="Isotropic output spacing over the union of the stacks' fields of view, aligned with "
@@ -502,7 +502,8 @@ def cubic(input_path, ref, resolution, output, overwrite):
 @baseline.command(context_settings=CONTEXT)
 @_baseline_io_options
 @click.option("--thickness", type=POSITIVE, metavar="MM",
-              help="Slice thickness (default: a BIDS sidecar's SliceThickness, else the slice spacing).")
+              help="Slice thickness (default: a BIDS sidecar's SliceThickness, else estimated from the stack; "
+                   "see --thickness-estimate).")
 @_dataclass_options(SmoreConfig, keep_defaults=True, skip=("thickness_mm",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
