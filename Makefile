@@ -48,7 +48,7 @@ register: install
 	$(BIN)/python experiments/register.py --scenario cross
 	$(BIN)/python experiments/register.py --scenario cross_ms
 
-# Real clinical stacks (open_ms_raw/patient01), with and without --register, checked, drawn and their reports photographed (about 16 min)
+# Real clinical stacks (open_ms_raw/patient01), with and without --register, checked, drawn and their reports photographed (10-20 min)
 patient01: install
 	$(BIN)/python experiments/patient01.py
 
