@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from inrsr.acquisition.phantom import head_phantom
 from inrsr.acquisition.simulate import simulate_stack
 from inrsr.config import preset
 from inrsr.errors import InputWarning
@@ -137,8 +138,6 @@ def test_a_gaussian_profile_recovered_on_a_shared_subject(shared_data):
 
 @pytest.fixture(scope="module")
 def phantom():
-    from inrsr.acquisition.phantom import head_phantom
-
     vols, affine, _ = head_phantom((96, 112, 96), seed=0)
     return vols, affine
 
