@@ -51,6 +51,7 @@ __all__ = [
     "rescaled_affine",
     "axis_resampled_affine",
     "world_to_voxel_index",
+    "axis_aligned_map",
     "rotation_from_vector",
     "rigid_matrix",
     "rigid_error",
@@ -69,6 +70,10 @@ __all__ = [
     "FWHM_PER_SIGMA",
     "fwhm_to_sigma",
 ]
+
+# How far from a scaled permutation (relative to its largest entry) a voxel-to-voxel map may be and
+# still count as axis-aligned (see axis_aligned_map).
+AXIS_ALIGNED_TOL = 1e-9
 
 # FWHM of a Gaussian in units of its standard deviation: 2·sqrt(2·ln 2) ≈ 2.3548.
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -301,6 +306,23 @@ def axis_resampled_affine(affine: np.ndarray, axis: int, spacing_factor: float, 
 def world_to_voxel_index(affine: np.ndarray, world_mm: np.ndarray) -> np.ndarray:
     """Nearest voxel indices (int64, ``(..., 3)``) of world points in the grid of ``affine``."""
     return np.rint(apply_affine(world_to_voxel_matrix(affine), world_mm)).astype(np.int64)
+
+
+def axis_aligned_map(affine: np.ndarray, grid_affine: np.ndarray) -> list[tuple[int, float, float]] | None:
+    """Per axis of the grid of ``grid_affine``, ``(axis, scale, offset)`` such that the grid's voxel
+    ``i`` along it lies at voxel coordinate ``scale · i + offset`` along ``axis`` of the grid of
+    ``affine`` (whatever its other indices), or ``None`` when the voxel-to-voxel map is not a scaled
+    permutation of the axes (the grids are oblique to each other)."""
+    m = world_to_voxel_matrix(np.asarray(affine, dtype=np.float64)) @ np.asarray(grid_affine, dtype=np.float64)
+    r = m[:3, :3]
+    big = np.abs(r) > AXIS_ALIGNED_TOL * np.abs(r).max()
+    if not (big.sum(axis=0) == 1).all() or not (big.sum(axis=1) == 1).all():
+        return None
+    axes = []
+    for a in range(3):
+        p = int(np.flatnonzero(big[:, a])[0])
+        axes.append((p, float(r[p, a]), float(m[p, 3])))
+    return axes
 
 
 def rotation_from_vector(rotvec_rad: np.ndarray) -> np.ndarray:
