@@ -16,6 +16,7 @@ from inrsr.register.poses import alignment_gradient
 
 if TYPE_CHECKING:
     from inrsr.field.network import Field
+    from inrsr.fit.optimiser import Adam
     from inrsr.register.poses import StackPoses
 
 __all__ = ["StepData", "voxel_base_sums", "training_forward", "train_step"]
@@ -98,7 +99,7 @@ def training_forward(
 
 
 def train_step(
-    model: "Field", poses: "StackPoses | None", optimiser: torch.optim.Optimizer, data: StepData, idx: torch.Tensor,
+    model: "Field", poses: "StackPoses | None", optimiser: "Adam", data: StepData, idx: torch.Tensor,
     config: FitConfig, generator: torch.Generator, autocast: contextlib.AbstractContextManager,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step on the voxels ``idx``: the sum over contrasts of each contrast's MSE on its
