@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,9 @@ from torch import nn
 from inrsr.config import FitConfig
 from inrsr.field.base import BaseVolume
 from inrsr.field.encodings import Encoding, FourierFeatures, level_cells_mm, make_hash_grid
+
+if TYPE_CHECKING:
+    from inrsr.field.correction import StackResiduals
 
 __all__ = ["Field", "build_field", "build_encoding"]
 
@@ -66,7 +70,7 @@ class Field(nn.Module):
         super().__init__()
         self.contrasts = list(contrasts)
         self.base = base
-        self.correction: nn.Module | None = None  # set after the fit (see inrsr.field.correction)
+        self.correction: "StackResiduals | None" = None  # set after the fit (see inrsr.field.correction)
         self.base_weight = config.base_weight
         self.variant = config.variant
         n_c = len(self.contrasts)
@@ -105,16 +109,15 @@ class Field(nn.Module):
 
     def plus_fixed(self, out: torch.Tensor, x: torch.Tensor, contrast_id: torch.Tensor | None = None) -> torch.Tensor:
         """``out`` plus the parts of the field that gradients do not train: ``base_weight`` times the
-        base at ``x``, and the back-projected residuals once the fit has set them. Every contrast
-        ``(N, C)``, or each point's own ``(N,)`` when ``contrast_id`` is given."""
-        for part, weight in ((self.base, self.base_weight), (self.correction, 1.0)):
-            if part is None:
-                continue
-            values = part(x)
+        base at ``x``, and the back-projected residuals once the fit has set them (kept within each
+        contrast's measured range, see :meth:`~inrsr.field.correction.StackResiduals.corrected`).
+        Every contrast ``(N, C)``, or each point's own ``(N,)`` when ``contrast_id`` is given."""
+        if self.base is not None:
+            values = self.base(x)
             if contrast_id is not None:
                 values = values.gather(1, contrast_id[:, None])[:, 0]
-            out = out.float() + weight * values
-        return out
+            out = out.float() + self.base_weight * values
+        return out if self.correction is None else self.correction.corrected(out, x, contrast_id)
 
     @contextmanager
     def without_correction(self) -> Iterator["Field"]:

@@ -67,6 +67,25 @@ def test_loaded_field_gives_the_same_outputs(saved):
         assert not torch.allclose(fresh.network_output(x), want)
 
 
+def test_a_model_saved_without_correction_bounds_loads_unbounded(tmp_path, saved):
+    """Models written before the correction kept to the measured range have no ``bounds``: they
+    load, and their residuals are added as they are."""
+    path, field, subject, codes, described = saved
+    assert field.correction.bounds is not None
+    bounds, field.correction.bounds = field.correction.bounds, None
+    try:
+        older = save_checkpoint(tmp_path / "model.pt", field, CFG, subject, codes, described)
+    finally:
+        field.correction.bounds = bounds
+    loaded = load_checkpoint(older)[0]
+    assert loaded.correction is not None and loaded.correction.bounds is None
+    x = torch.rand(2000, 3, generator=torch.Generator().manual_seed(1)) * 1.8 - 0.9
+    with torch.no_grad(), loaded.without_correction():
+        plain = loaded(x)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), plain + loaded.correction(x), rtol=0, atol=1e-6)
+
+
 def test_loaded_config_subject_and_codes_are_the_saved_ones(saved):
     path, _, subject, codes, described = saved
     _, config, got, got_codes, payload = load_checkpoint(path)

@@ -60,6 +60,22 @@ def test_stacks_of_one_contrast_are_averaged_where_they_overlap():
     np.testing.assert_allclose(got[:, 0], 0.0)
 
 
+def test_the_correction_stays_within_the_measured_range():
+    """A point moved by its residual beyond its contrast's range stops at the range's edge, or at
+    the uncorrected field where that is already beyond it; with no bounds (models saved before
+    them), the residual is added as it is."""
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    residual = np.broadcast_to(np.array([0.5, -0.5, 0.2]), (5, 5, 3)).copy()  # per slice
+    module = residuals_of([residual], [affine], [0], [half_support_voxels("box", 4.0, 4.0)], 1)
+    x = torch.tensor([[2.0, 2.0, 0.0], [2.0, 2.0, 4.0], [2.0, 2.0, 8.0], [2.0, 2.0, 0.0], [2.0, 2.0, 4.0]])
+    plain = torch.tensor([[0.8], [0.3], [0.5], [1.2], [-0.4]])
+    np.testing.assert_allclose(module.corrected(plain, x).numpy()[:, 0], [1.3, -0.2, 0.7, 1.7, -0.9], atol=1e-6)
+    module.bounds = torch.tensor([[0.0, 1.0]])
+    np.testing.assert_allclose(module.corrected(plain, x).numpy()[:, 0], [1.0, 0.0, 0.7, 1.2, -0.4], atol=1e-6)
+    own = module.corrected(plain[:, 0], x, torch.zeros(5, dtype=torch.int64))
+    np.testing.assert_allclose(own.numpy(), [1.0, 0.0, 0.7, 1.2, -0.4], atol=1e-6)
+
+
 def test_the_corrected_field_reproduces_every_foreground_voxel_of_tiled_slabs():
     vols, aff, _ = head_phantom((40, 48, 40), seed=5)
     stacks = [Stack(*simulate_stack(vols["t1"], aff, 2, 4, "box"), "t1"),
@@ -70,12 +86,29 @@ def test_the_corrected_field_reproduces_every_foreground_voxel_of_tiled_slabs():
     field = fit_field(train, subject.contrasts, cfg, progress=False).field
     before = [resimulate(field, s, subject, cfg) for s in stacks]
     field.correction = stack_residuals(field, stacks, subject, cfg)
+    bounds = field.correction.bounds
+    for c, s in enumerate(stacks):  # each contrast's measured range, in network units
+        measured = subject.scales[s.contrast].forward(s.data[subject.foregrounds[c][0]])
+        np.testing.assert_allclose(bounds[c].numpy(), [measured.min(), measured.max()], rtol=1e-6)
+    field.correction.bounds = None  # unbounded: every foreground voxel exactly
     for s, (mask, _), raw in zip(stacks, subject.foregrounds, before):
         after = resimulate(field, s, subject, cfg)
         span = float(np.ptp(s.data))
         assert np.abs(raw[mask] - s.data[mask]).max() > 0.05 * span  # 40 steps leave visible residuals
         np.testing.assert_allclose(after[mask], s.data[mask], atol=1e-4 * span)
         np.testing.assert_allclose(after[~mask], raw[~mask], atol=1e-4 * span)  # background left as it was
+    # bounded: all but the voxels whose slices the correction would take beyond the range
+    field.correction.bounds = bounds
+    for s, (mask, _) in zip(stacks, subject.foregrounds):
+        exact = np.abs(resimulate(field, s, subject, cfg)[mask] - s.data[mask]) <= 1e-4 * float(np.ptp(s.data))
+        assert 0.9 < exact.mean() < 1.0  # a 40-step field; many dark voxels sit at the range's low end
+    points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 2.0 - 1.0
+    with torch.no_grad():
+        corrected = field(points)
+        with field.without_correction():
+            plain = field(points)
+    lo, hi = bounds[:, 0], bounds[:, 1]
+    assert (corrected >= torch.minimum(lo, plain) - 1e-6).all() and (corrected <= torch.maximum(hi, plain) + 1e-6).all()
     # residuals are taken from the network alone: recomputing them with a correction in place changes nothing
     again = stack_residuals(field, stacks, subject, cfg)
     for k in range(2):
