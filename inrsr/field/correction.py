@@ -92,14 +92,13 @@ class StackResiduals(nn.Module):
         values = self(x)
         if contrast_id is not None:
             values = values.gather(1, contrast_id[:, None])[:, 0]
-        out = uncorrected.float() + values
+        plain = uncorrected.float()
         if self.bounds is None:
-            return out
+            return plain + values
         lo, hi = self.bounds[:, 0], self.bounds[:, 1]
         if contrast_id is not None:
             lo, hi = lo[contrast_id], hi[contrast_id]
-        base = uncorrected.float()
-        return torch.minimum(torch.maximum(out, torch.minimum(lo, base)), torch.maximum(hi, base))
+        return torch.minimum(torch.maximum(plain + values, torch.minimum(lo, plain)), torch.maximum(hi, plain))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3)`` normalised points → ``(N, C)``: each contrast's back-projected residual,

@@ -28,8 +28,8 @@ class Adam:
     """Adam (Kingma & Ba 2015, no weight decay) over parameter groups, with the arithmetic of
     ``torch.optim.Adam(fused=True)`` (its fused kernel where PyTorch has one for the parameters'
     device and dtype, the same update step by step elsewhere) and its ``param_groups``,
-    ``add_param_group``, ``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``; the
-    state dicts of the two can be exchanged.
+    ``add_param_group``, ``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``, whose
+    layout is torch's: a fit interrupted while inrsr used ``torch.optim.Adam`` resumes.
 
     Why not ``torch.optim.Adam`` itself: building it, its first step and its ``state_dict`` import
     ``torch._dynamo``, 1.3 to 3.5 s of every fit on 2 CPU cores (docs/design.md, "Optimiser").
