@@ -41,8 +41,11 @@ def _nearest_along_axes(mask: np.ndarray, axes: list[tuple[int, float, float]], 
     index = [np.rint(scale * np.arange(n) + offset).astype(np.int64) for n, (_, scale, offset) in zip(shape, axes)]
     ok = [(i >= 0) & (i < mask.shape[p]) for i, (p, _, _) in zip(index, axes)]
     by_mask_axis = [np.clip(i, 0, mask.shape[p] - 1) for i, (p, _, _) in sorted(zip(index, axes), key=lambda t: t[1][0])]
-    hit = np.transpose(mask[np.ix_(*by_mask_axis)], [p for p, _, _ in axes]).astype(bool)  # in the grid's axis order
-    return hit & ok[0][:, None, None] & ok[1][None, :, None] & ok[2][None, None, :]
+    hit = np.transpose(mask[np.ix_(*by_mask_axis)], [p for p, _, _ in axes]).astype(bool, copy=False)  # grid order
+    hit &= ok[0][:, None, None]  # in place: one grid-sized array at a time
+    hit &= ok[1][None, :, None]
+    hit &= ok[2][None, None, :]
+    return hit
 
 
 def _add_nearest_oblique(inside: np.ndarray, mask: np.ndarray, to_mask: np.ndarray, grid: Grid, chunk: int) -> None:
