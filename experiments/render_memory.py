@@ -4,7 +4,7 @@ Fits a small model to the synthetic head phantom (two contrasts), finds the fine
 spacing whose output grid passes ``inrsr sample``'s memory check (``--max-memory GB``, default:
 the memory available now), renders it with ``inrsr sample`` a little coarser than that limit,
 and records the child process's peak RSS (``os.wait4``) beside the budget and the estimate
-(``inrsr.resources.RENDER_BYTES_PER_VOXEL`` per voxel and contrast). Writes
+(``inrsr.resources.render_bytes``). Writes
 ``experiments/results/render_memory.md`` and ``.json``.
 
     python experiments/render_memory.py [--max-memory GB] [--work DIR]
@@ -28,7 +28,7 @@ from inrsr.acquisition.phantom import head_phantom
 from inrsr.acquisition.simulate import simulate_stack
 from inrsr.geometry import isotropic_grid, union_box
 from inrsr.io.files import write_json, write_text
-from inrsr.resources import RENDER_BYTES_PER_VOXEL, format_bytes, memory_budget_bytes
+from inrsr.resources import format_bytes, memory_budget_bytes, render_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,7 +48,7 @@ def finest_admitted_spacing(box, n_volumes: int, budget: int) -> float:
     lo, hi = 1e-3, 10.0
     while hi / lo > 1.001:
         mid = (lo * hi) ** 0.5
-        fits = isotropic_grid(box, mid).n_vox * n_volumes * RENDER_BYTES_PER_VOXEL <= budget
+        fits = render_bytes(isotropic_grid(box, mid).n_vox, n_volumes) <= budget
         lo, hi = (lo, mid) if fits else (mid, hi)
     return hi
 
@@ -75,7 +75,7 @@ def main() -> None:
     budget = memory_budget_bytes(args.max_memory)
     spacing = finest_admitted_spacing(union_box(stacks), 2, budget) * 1.01
     grid = isotropic_grid(union_box(stacks), spacing)
-    estimate = grid.n_vox * 2 * RENDER_BYTES_PER_VOXEL
+    estimate = render_bytes(grid.n_vox, 2)
     limit = [] if args.max_memory is None else ["--max-memory", str(args.max_memory)]
     code, rss, seconds, err = run(["sample", "--model", "fit/model.pt", "-o", "render", "--overwrite",
                                    "--resolution", f"{spacing:.6f}", *limit], work)

@@ -11,11 +11,18 @@ import resource
 from inrsr.errors import InputError
 
 __all__ = ["available_memory_bytes", "memory_budget_bytes", "check_memory", "format_bytes", "peak_rss_gb",
-           "RENDER_BYTES_PER_VOXEL"]
+           "RENDER_BYTES_PER_VOXEL", "RENDER_FOREGROUND_BYTES_PER_VOXEL", "render_bytes"]
 
 # Bytes a render holds per output voxel and contrast: the float32 field values, their rescaled
 # copy and the float32 array nibabel writes (measured: about 10; see docs/design.md).
 RENDER_BYTES_PER_VOXEL = 12
+# Bytes a render holds per output voxel whatever the contrasts: the foreground of the grid (bool).
+RENDER_FOREGROUND_BYTES_PER_VOXEL = 1
+
+
+def render_bytes(n_vox: int, n_volumes: int) -> int:
+    """Memory (bytes) that rendering ``n_volumes`` volumes of ``n_vox`` voxels is budgeted."""
+    return n_vox * (n_volumes * RENDER_BYTES_PER_VOXEL + RENDER_FOREGROUND_BYTES_PER_VOXEL)
 
 
 def available_memory_bytes() -> int:

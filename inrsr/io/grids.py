@@ -11,7 +11,7 @@ import numpy as np
 from inrsr.errors import InputError
 from inrsr.geometry import Box, Grid, isotropic_grid, union_box, voxel_sizes_mm
 from inrsr.io.nifti import HeaderCodes, load_image
-from inrsr.resources import RENDER_BYTES_PER_VOXEL, check_memory
+from inrsr.resources import check_memory, render_bytes
 
 __all__ = ["reference_grid", "output_grid", "stack_output_grid", "check_grid_memory", "MAX_OUTPUT_VOXELS"]
 
@@ -27,13 +27,13 @@ def reference_grid(path: str | os.PathLike, max_memory_gb: float | None = None) 
 
 def check_grid_memory(grid: Grid, n_volumes: int, max_memory_gb: float | None = None) -> None:
     """Refuse a grid whose ``n_volumes`` rendered volumes would not fit in memory (see
-    :func:`inrsr.resources.check_memory`; :data:`~inrsr.resources.RENDER_BYTES_PER_VOXEL` per
-    voxel and volume) or that has more than :data:`MAX_OUTPUT_VOXELS` voxels."""
+    :func:`inrsr.resources.check_memory` and :func:`~inrsr.resources.render_bytes`) or that has
+    more than :data:`MAX_OUTPUT_VOXELS` voxels."""
     dims = "×".join(map(str, grid.shape))
     if grid.n_vox > MAX_OUTPUT_VOXELS:
         raise InputError(f"output grid {dims} has {grid.n_vox} voxels (at most {MAX_OUTPUT_VOXELS}); "
                          "choose a coarser --resolution")
-    check_memory(grid.n_vox * n_volumes * RENDER_BYTES_PER_VOXEL,
+    check_memory(render_bytes(grid.n_vox, n_volumes),
                  f"output grid {dims} ({n_volumes} volume{'s' if n_volumes > 1 else ''})", max_memory_gb,
                  "choose a coarser --resolution, or raise --max-memory (GB)")
 
