@@ -47,6 +47,7 @@ __all__ = [
     "Grid",
     "isotropic_grid",
     "grid_points_world",
+    "flat_voxel_points",
     "grid_rows",
     "rescaled_affine",
     "axis_resampled_affine",
@@ -254,10 +255,15 @@ def isotropic_grid(box: Box, spacing_mm: float) -> Grid:
     return Grid((int(n[0]), int(n[1]), int(n[2])), affine)
 
 
+def flat_voxel_points(affine: np.ndarray, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:
+    """``affine`` applied to the voxels of an array of ``shape`` with flat C-order indices ``flat``
+    (``(N,)``): their world coordinates (mm) for a voxel-to-world affine, ``(N, 3)`` float64."""
+    return apply_affine(affine, np.stack(np.unravel_index(flat, shape[:3]), axis=-1))
+
+
 def grid_points_world(grid: Grid, start: int, stop: int) -> np.ndarray:
     """World coordinates (mm) of the voxel centres with flat C-order indices ``start … stop-1``."""
-    ijk = np.stack(np.unravel_index(np.arange(start, stop), grid.shape), axis=-1)
-    return apply_affine(grid.affine, ijk)
+    return flat_voxel_points(grid.affine, grid.shape, np.arange(start, stop))
 
 
 def grid_rows(grid: Grid, start: int, stop: int) -> Grid:

@@ -10,7 +10,7 @@ import torch
 from inrsr.config import FitConfig
 from inrsr.device import autocast, resolve_device, torch_threads
 from inrsr.field.network import Field
-from inrsr.geometry import Grid, Normaliser, apply_affine, axis_aligned_map, world_to_voxel_matrix
+from inrsr.geometry import Grid, Normaliser, axis_aligned_map, flat_voxel_points, world_to_voxel_matrix
 from inrsr.samples.intensity import IntensityScale
 from inrsr.samples.training_set import Subject
 
@@ -53,7 +53,7 @@ def _add_nearest_oblique(inside: np.ndarray, mask: np.ndarray, to_mask: np.ndarr
     ``to_mask``: the grid's voxel indices → the mask's; ``chunk`` voxels at a time."""
     for start in range(0, grid.n_vox, chunk):
         flat = np.arange(start, min(start + chunk, grid.n_vox))
-        ijk = np.rint(apply_affine(to_mask, np.stack(np.unravel_index(flat, grid.shape), axis=-1))).astype(np.int64)
+        ijk = np.rint(flat_voxel_points(to_mask, grid.shape, flat)).astype(np.int64)
         ok = np.all((ijk >= 0) & (ijk < np.array(mask.shape)), axis=1)
         hit = np.zeros(ok.shape, dtype=bool)
         hit[ok] = mask[ijk[ok, 0], ijk[ok, 1], ijk[ok, 2]]
@@ -86,7 +86,7 @@ def render_grid(
     out = np.zeros((model.n_contrasts, grid.n_vox), dtype=np.float32)
     keep = foreground_on_grid(grid, foreground).reshape(-1) if foreground is not None else None
     for idx in _voxel_chunks(keep, grid.n_vox, chunk):
-        world = apply_affine(grid.affine, np.stack(np.unravel_index(idx, grid.shape), axis=-1))
+        world = flat_voxel_points(grid.affine, grid.shape, idx)
         x = torch.from_numpy(normaliser(world).astype(np.float32)).to(device)
         with autocast(device, precision):
             out[:, idx] = model(x).float().cpu().numpy().T

@@ -12,6 +12,7 @@ from inrsr.geometry import (
     Grid,
     Normaliser,
     apply_affine,
+    flat_voxel_points,
     fov_corners_world,
     grid_points_world,
     grid_rows,
@@ -65,6 +66,8 @@ def test_voxel_centres_match_affine(name):
         np.testing.assert_allclose(world[ijk], nib_apply(aff, ijk), atol=1e-9)
     # the voxel index of a centre maps back exactly
     np.testing.assert_array_equal(world_to_voxel_index(aff, world[2, 3, 1]), [2, 3, 1])
+    flat = np.ravel_multi_index(([2, 4, 0], [3, 5, 0], [1, 6, 0]), shape)  # any order of flat indices
+    np.testing.assert_allclose(flat_voxel_points(aff, shape, flat), world[[2, 4, 0], [3, 5, 0], [1, 6, 0]], atol=1e-9)
 
 
 @pytest.mark.parametrize("name,expected", [("ras", 2), ("flipped", 2), ("permuted", 1), ("oblique", 2)])

@@ -11,7 +11,7 @@ import torch
 from inrsr.acquisition.profiles import stack_profile_offsets
 from inrsr.config import FitConfig
 from inrsr.device import autocast, resolve_device, torch_threads
-from inrsr.geometry import apply_affine
+from inrsr.geometry import flat_voxel_points
 from inrsr.io.stack import Stack
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def resimulate(
     with torch_threads(config.threads):
         for start in range(0, flat.size, chunk):
             idx = flat[start : start + chunk]
-            world = apply_affine(stack.affine, np.stack(np.unravel_index(idx, stack.shape), axis=-1))
+            world = flat_voxel_points(stack.affine, stack.shape, idx)
             x = torch.from_numpy(subject.normaliser(world).astype(np.float32)).to(dev)
             pts = voxel_profile_points(x, offsets[None], None, None)
             c = torch.full((idx.size,), contrast, dtype=torch.int64, device=dev)

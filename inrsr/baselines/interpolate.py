@@ -36,7 +36,7 @@ def interpolate_to_grid(
     When each grid axis runs along one stack axis (the usual case: a grid aligned with the stack,
     axes possibly permuted or flipped), the cubic spline is evaluated one axis at a time: the same
     tensor-product spline, prefilter and edge rule as scipy's, with 4 + 4 + 4 instead of 4 × 4 × 4
-    coefficients per voxel; the two agree to float32 rounding.
+    coefficients per voxel, on one thread; the two agree to float32 rounding.
     """
     if order == 3:
         axes = axis_aligned_map(affine, grid.affine)

@@ -17,7 +17,7 @@ import torch
 from scipy import ndimage
 
 from inrsr.geometry import (
-    apply_affine, fov_corners_world, fwhm_to_sigma, inverse_rigid_points, rigid_matrix, rotation_matrices_deg,
+    flat_voxel_points, fov_corners_world, fwhm_to_sigma, inverse_rigid_points, rigid_matrix, rotation_matrices_deg,
     sample_volume, voxel_sizes_mm, voxel_to_sampler, world_to_voxel_matrix,
 )
 from inrsr.mi import soft_mutual_information
@@ -63,8 +63,7 @@ def _foreground_sample(mask: np.ndarray, affine: np.ndarray, points: int, seed: 
     rng = np.random.default_rng(seed)
     fg = np.flatnonzero(mask.ravel())
     pick = np.sort(rng.choice(fg, min(points, fg.size), replace=False))
-    ijk = np.stack(np.unravel_index(pick, mask.shape), axis=-1)
-    return pick, torch.from_numpy(apply_affine(affine, ijk))
+    return pick, torch.from_numpy(flat_voxel_points(affine, mask.shape, pick))
 
 
 def _smoothed(data: np.ndarray, affine: np.ndarray, fwhm_mm: float) -> np.ndarray:

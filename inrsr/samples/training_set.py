@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from inrsr.acquisition.profiles import stack_profile_offsets
-from inrsr.geometry import Box, Normaliser, apply_affine, fov_corners_world, union_box
+from inrsr.geometry import Box, Normaliser, flat_voxel_points, fov_corners_world, union_box
 from inrsr.io.stack import Stack
 from inrsr.samples.foreground import estimate_foreground
 from inrsr.samples.intensity import IntensityScale, fit_intensity_scale
@@ -135,12 +135,12 @@ def build_training_set(
             bg_idx = np.flatnonzero(~flat_fg & ~flat_held)
             n_bg = min(bg_idx.size, int(round(background_ratio * fg_idx.size)))
             idx = np.sort(np.concatenate([fg_idx, rng.choice(bg_idx, n_bg, replace=False)]))
-        world = apply_affine(stack.affine, np.stack(np.unravel_index(idx, stack.shape), axis=-1))
+        world = flat_voxel_points(stack.affine, stack.shape, idx)
         coords.append(subject.normaliser(world).astype(np.float32))
         values.append(subject.scales[stack.contrast].forward(stack.data.ravel()[idx]))
         cids.append(np.full(idx.size, subject.contrasts.index(stack.contrast), dtype=np.int64))
         sids.append(np.full(idx.size, k, dtype=np.int64))
-        fg_world = apply_affine(stack.affine, np.stack(np.unravel_index(fg_idx, stack.shape), axis=-1))
+        fg_world = flat_voxel_points(stack.affine, stack.shape, fg_idx)
         fg_coords.append(subject.normaliser(fg_world).astype(np.float32))
     all_fg = np.concatenate(fg_coords)
     pick = rng.choice(all_fg.shape[0], min(mi_points, all_fg.shape[0]), replace=False)
