@@ -126,6 +126,46 @@ def test_compiled_kernel_does_not_depend_on_the_thread_count():
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+def _grid_pass(cells: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A native grid's features and table gradient on fixed points."""
+    grid = HashGrid(cells, 2, 14, MM, init_scale=0.5, generator=torch.Generator().manual_seed(7), native=True)
+    x = torch.rand(4000, 3, generator=torch.Generator().manual_seed(8)) * 2.2 - 1.1
+    out = grid(x)
+    out.square().sum().backward()
+    return out.detach(), grid.table.grad
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps (Linux only)")
+def test_compiled_kernel_runs_on_the_openmp_runtime_pytorch_loaded():
+    """Threads of the kernel's own would compete with PyTorch's spinning OpenMP workers for the
+    cores: the kernel is built with OpenMP, and the process holds one OpenMP runtime."""
+    lib = native.load_hashgrid()
+    assert lib.inrsr_hashgrid_openmp() == 1
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libomp" in line or "libiomp" in line}
+    assert len(runtimes) == 1, runtimes
+
+
+def test_kernel_falls_back_to_posix_threads_with_the_same_numbers(monkeypatch, tmp_path):
+    """A compiler without OpenMP: the kernel is built with POSIX threads and gives the same features
+    and gradients, bit for bit."""
+    cells = level_cells_mm(6, 32.0, 1.0)
+    expected = _grid_pass(cells)
+    compiler = tmp_path / "cc-without-openmp"
+    compiler.write_text('#!/bin/sh\ncase "$*" in *-fopenmp*) echo "no OpenMP here" >&2; exit 1;; esac\n'
+                        f'exec {native.find_compiler()} "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("INRSR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(compiler))
+    native.load_hashgrid.cache_clear()
+    try:
+        assert native.load_hashgrid().inrsr_hashgrid_openmp() == 0
+        got = _grid_pass(cells)
+    finally:
+        native.load_hashgrid.cache_clear()
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 @pytest.fixture
 def no_compiler(monkeypatch, tmp_path):
     """A fresh, empty kernel cache and a compiler that always fails."""

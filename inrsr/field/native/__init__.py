@@ -19,11 +19,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["NativeUnavailable", "load_hashgrid", "cache_dir"]
+__all__ = ["NativeUnavailable", "load_hashgrid", "cache_dir", "find_compiler"]
 
 _SOURCE_DIR = Path(__file__).resolve().parent
 # -ffp-contract=off: no fused multiply-adds, so that the rounding matches the PyTorch path.
 _CFLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-pthread", "-ffp-contract=off")
+# Tried first: the kernels' threads are then those of the OpenMP runtime PyTorch already loaded
+# (libgomp in PyTorch's Linux wheels), not threads of their own competing with its spinning workers.
+# Where the compiler has no OpenMP (Apple's clang), the kernels fall back to POSIX threads.
+_OPENMP_FLAGS = ("-fopenmp",)
 
 
 class NativeUnavailable(RuntimeError):
@@ -38,14 +42,33 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "inrsr"
 
 
-def _build(name: str) -> Path:
-    """Compile ``<name>.c`` into the cache (if not there yet) and return the shared library's path."""
-    source = _SOURCE_DIR / f"{name}.c"
+def find_compiler() -> str:
+    """The C compiler the kernels are built with: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         raise NativeUnavailable("no C compiler found (set CC)")
+    return compiler
+
+
+def _load(name: str) -> ctypes.CDLL:
+    """``<name>.c`` compiled (if not in the cache yet) and loaded: with OpenMP where the compiler
+    has it and the library loads, else without."""
+    compiler = find_compiler()
+    try:
+        return ctypes.CDLL(str(_compile(compiler, name, (*_CFLAGS, *_OPENMP_FLAGS))))
+    except (NativeUnavailable, OSError):
+        pass
+    try:
+        return ctypes.CDLL(str(_compile(compiler, name, _CFLAGS)))
+    except OSError as exc:
+        raise NativeUnavailable(f"cannot load the {name} kernel: {exc}") from exc
+
+
+def _compile(compiler: str, name: str, flags: tuple[str, ...]) -> Path:
+    """``<name>.c`` compiled with ``flags`` into the cache (if not there yet): the library's path."""
+    source = _SOURCE_DIR / f"{name}.c"
     key = hashlib.sha256(
-        source.read_bytes() + " ".join((compiler, *_CFLAGS, platform.machine(), platform.system())).encode()
+        source.read_bytes() + " ".join((compiler, *flags, platform.machine(), platform.system())).encode()
     ).hexdigest()[:16]
     folder = cache_dir()
     target = folder / f"{name}-{key}.so"
@@ -58,7 +81,7 @@ def _build(name: str) -> Path:
     except OSError as exc:
         raise NativeUnavailable(f"cannot write the kernel cache {folder}: {exc}") from exc
     try:
-        done = subprocess.run([compiler, *_CFLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True)
+        done = subprocess.run([compiler, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise NativeUnavailable(f"{compiler} failed on {source.name}: {first}")
@@ -72,10 +95,7 @@ def _build(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def load_hashgrid() -> ctypes.CDLL:
     """The hash-grid kernel library (see ``hashgrid.c``), built if needed; loaded once per process."""
-    try:
-        lib = ctypes.CDLL(str(_build("hashgrid")))
-    except OSError as exc:
-        raise NativeUnavailable(f"cannot load the hash-grid kernel: {exc}") from exc
+    lib = _load("hashgrid")
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
     signature = [ptr, i64, ptr, ptr, ptr, i32, i32, i64, i32, ptr, ptr, i32]
     for fn in (lib.inrsr_hashgrid_forward, lib.inrsr_hashgrid_backward):
@@ -83,4 +103,6 @@ def load_hashgrid() -> ctypes.CDLL:
         fn.restype = None
     lib.inrsr_hashgrid_backward_points.argtypes = signature[:9] + [ptr, ptr, ptr, i32]
     lib.inrsr_hashgrid_backward_points.restype = None
+    lib.inrsr_hashgrid_openmp.argtypes = []
+    lib.inrsr_hashgrid_openmp.restype = ctypes.c_int
     return lib

@@ -30,12 +30,18 @@
  * The gradient with respect to x is zero along an axis whose position was clamped (at that level),
  * as for any clamp. inrsr.field.encodings.HashGrid (the PyTorch path) follows the same contract.
  *
- * Work is split over POSIX threads: the forward pass by points; the backward pass by levels, whose
- * table rows are disjoint, so that no two threads add into the same row and the result does not
- * depend on the thread count.
+ * Work is split over threads: the forward pass by points; the backward pass by levels, whose table
+ * rows are disjoint, so that no two threads add into the same row and the result does not depend on
+ * the thread count. Built with OpenMP (-fopenmp), the threads are those of the process's OpenMP
+ * runtime, which PyTorch's CPU operations also use: its workers keep spinning for a while after
+ * each PyTorch operation, and threads of our own would compete with them for the cores (the
+ * backward pass took 1.7 times as long on 2 cores). Without OpenMP, POSIX threads.
  */
 #include <math.h>
 #include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -333,20 +339,31 @@ static void *points_job(void *arg) {
     return NULL;
 }
 
-/* Run fn on n_threads copies of base, the calling thread taking the first. With interleave, copy t
- * gets begin = t and end = the thread count; else the t-th of n_threads contiguous ranges of
- * [0, total). */
+/* Thread t of nt's share of base: with interleave, begin = t and end = nt; else the t-th of nt
+ * contiguous ranges of [0, total). */
+static job_t share(job_t base, int64_t total, int t, int nt, int interleave) {
+    base.begin = interleave ? t : total * t / nt;
+    base.end = interleave ? nt : total * (t + 1) / nt;
+    return base;
+}
+
+/* Run fn on the shares of n_threads threads (at most total), the calling thread taking the first. */
 static void run_split(job_t base, int64_t total, int n_threads, int interleave, void *(*fn)(void *)) {
-    job_t jobs[MAX_THREADS];
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS];
     if (n_threads < 1) n_threads = 1;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     if (n_threads > total) n_threads = total > 0 ? (int)total : 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+    {
+        job_t job = share(base, total, omp_get_thread_num(), omp_get_num_threads(), interleave);
+        fn(&job);
+    }
+#else
+    job_t jobs[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS];
     for (int t = 0; t < n_threads; ++t) {
-        jobs[t] = base;
-        jobs[t].begin = interleave ? t : total * t / n_threads;
-        jobs[t].end = interleave ? n_threads : total * (t + 1) / n_threads;
+        jobs[t] = share(base, total, t, n_threads, interleave);
         started[t] = t > 0 && pthread_create(&threads[t], NULL, fn, &jobs[t]) == 0;
     }
     fn(&jobs[0]);
@@ -356,6 +373,16 @@ static void run_split(job_t base, int64_t total, int n_threads, int interleave, 
         else
             fn(&jobs[t]); /* thread creation failed: do its share here */
     }
+#endif
+}
+
+/* 1 when the kernels run on the OpenMP runtime's threads, 0 when on POSIX threads of their own. */
+int inrsr_hashgrid_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 void inrsr_hashgrid_forward(const float *x, int64_t n, const float *inv_cell, const int32_t *verts,
