@@ -211,7 +211,9 @@ class FitConfig(ToolConfig):
     checkpoint_every_s: float = option_field(
         60.0, "save the training state for --resume every this many seconds (and on Ctrl-C)"
     )
-    render_chunk: int = option_field(65536, "points per chunk when sampling the field on a grid")
+    # 32 768: on 2 CPU cores the BraTS render took 2.6-3.1 s, against 3.9-7.5 s with 65 536 points per
+    # chunk, whose matrix products and hash-grid gathers ran 2-3 times slower (docs/experiment-log.md, 2026-12-01)
+    render_chunk: int = option_field(32768, "points per chunk when sampling the field on a grid")
     render_foreground: bool = option_field(
         True, "sample the field only inside the stacks' foreground; elsewhere write the background level"
     )
