@@ -66,7 +66,7 @@ def render_grid(
     grid: Grid,
     normaliser: Normaliser,
     scales: dict[str, IntensityScale],
-    chunk: int = 32768,
+    chunk: int = FitConfig.render_chunk,
     device: torch.device | str = "cpu",
     foreground: list[tuple[np.ndarray, np.ndarray]] | None = None,
     precision: str = "fp32",
