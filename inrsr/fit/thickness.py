@@ -31,9 +31,9 @@ __all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate
            "disagrees", "looks_point_sampled", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
-WIDTH_STEPS = 250
+WIDTH_STEPS = 200
 # Adam's step of the widths, in slice spacings per step (× the fit's learning-rate schedule).
-WIDTH_LR = 0.075
+WIDTH_LR = 0.09
 # The widths' step rises linearly from 0 over this fraction of the steps, while the field takes
 # shape: without it, Adam's first full-size steps follow the gradients of an untrained field and
 # drove thin slices with gaps to the lower bound for some seeds (docs/experiment-log.md, 2026-12-01).
