@@ -7,6 +7,7 @@ Used by the benchmark (``bench.py``) and the paper experiments. Data are read fr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -116,7 +117,31 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
     return {"stacks": stacks, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}
 
 
+# Options that say how a fit is run, not what it computes: changing them keeps cached runs.
+RUN_ONLY_OPTIONS = ("render_chunk", "checkpoint_every_s")
+
+
 def config_tag(config) -> str:
-    """Eight hex digits that change whenever a fit configuration does: part of the name of a cached
-    run, so that a changed preset is not answered from the cache."""
-    return hashlib.sha1(config.to_json().encode()).hexdigest()[:8]
+    """Eight hex digits that change whenever a fit's result may: part of the name of a cached run,
+    so that a changed preset is not answered from the cache. They cover the configuration (less
+    :data:`RUN_ONLY_OPTIONS`) and the slice thickness estimator's constants, on which a run without
+    a given thickness depends."""
+    options = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_OPTIONS}
+    return _tag({**options, "thickness_estimator": _estimator_constants()})
+
+
+def estimator_tag() -> str:
+    """Eight hex digits of the slice thickness estimator's constants: part of the name of a cached
+    baseline run that estimates the thickness (SMORE without a given one)."""
+    return _tag({"thickness_estimator": _estimator_constants()})
+
+
+def _estimator_constants() -> list:
+    from inrsr.fit import thickness
+
+    return [thickness.WIDTH_STEPS, thickness.WIDTH_LR, thickness.WIDTH_WARMUP, thickness.MIN_WIDTH,
+            thickness.MAX_WIDTH, thickness.CONTIGUOUS]
+
+
+def _tag(obj: dict) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]

@@ -49,7 +49,7 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
+from cases import CASES, config_tag, data_root, estimator_tag, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -236,6 +236,8 @@ def _run_all(args: argparse.Namespace) -> list[dict]:
         if method not in ("cubic", "smore"):
             tag += "_" + config_tag(_inr_config(method, {"full": full, "inr_budget": args.inr_budget,
                                                          "threads": args.threads}))
+        elif method == "smore" and protocol.endswith("-untold"):
+            tag += "_" + estimator_tag()
         run_file = cache / "runs" / f"{tag}.json"
         status = "cached"
         if not run_file.exists() or args.fresh:
