@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from inrsr.config import preset
 from inrsr.io.files import sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
 from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
@@ -124,23 +125,27 @@ RUN_ONLY_OPTIONS = ("render_chunk", "checkpoint_every_s")
 def config_tag(config) -> str:
     """Eight hex digits that change whenever a fit's result may: part of the name of a cached run,
     so that a changed preset is not answered from the cache. They cover the configuration (less
-    :data:`RUN_ONLY_OPTIONS`) and the slice thickness estimator's constants, on which a run without
-    a given thickness depends."""
-    options = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_OPTIONS}
-    return _tag({**options, "thickness_estimator": _estimator_constants()})
+    :data:`RUN_ONLY_OPTIONS`) and what a thickness estimate under it depends on, for the runs
+    without a given thickness."""
+    return _tag({**_result_options(config), "thickness_estimator": _estimator_fingerprint(config)})
 
 
 def estimator_tag() -> str:
-    """Eight hex digits of the slice thickness estimator's constants: part of the name of a cached
-    baseline run that estimates the thickness (SMORE without a given one)."""
-    return _tag({"thickness_estimator": _estimator_constants()})
+    """Eight hex digits of what the ``default`` preset's thickness estimate depends on: part of the
+    name of a cached baseline run that estimates the thickness (SMORE without a given one)."""
+    return _tag(_estimator_fingerprint(preset("default")))
 
 
-def _estimator_constants() -> list:
+def _result_options(config) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_OPTIONS}
+
+
+def _estimator_fingerprint(config) -> dict:
+    """The estimating fit's options under ``config`` and the estimator's module constants."""
     from inrsr.fit import thickness
 
-    return [thickness.WIDTH_STEPS, thickness.WIDTH_LR, thickness.WIDTH_WARMUP, thickness.MIN_WIDTH,
-            thickness.MAX_WIDTH, thickness.CONTIGUOUS]
+    constants = {k: v for k, v in vars(thickness).items() if k.isupper() and isinstance(v, (int, float))}
+    return {"fit": _result_options(thickness.estimation_config(config)), "constants": constants}
 
 
 def _tag(obj: dict) -> str:
