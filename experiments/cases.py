@@ -16,7 +16,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from inrsr.config import preset
+from inrsr.config import RUN_ONLY_OPTIONS, preset
+from inrsr.fit import thickness
 from inrsr.io.files import sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
 from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
@@ -118,15 +119,11 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
     return {"stacks": stacks, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}
 
 
-# Options that say how a fit is run, not what it computes: changing them keeps cached runs.
-RUN_ONLY_OPTIONS = ("render_chunk", "checkpoint_every_s")
-
-
 def config_tag(config) -> str:
     """Eight hex digits that change whenever a fit's result may: part of the name of a cached run,
     so that a changed preset is not answered from the cache. They cover the configuration (less
-    :data:`RUN_ONLY_OPTIONS`) and what a thickness estimate under it depends on, for the runs
-    without a given thickness."""
+    :data:`~inrsr.config.RUN_ONLY_OPTIONS`) and what a thickness estimate under it depends on, so
+    that the runs without a given thickness follow the estimator (told runs are renamed with them)."""
     return _tag({**_result_options(config), "thickness_estimator": _estimator_fingerprint(config)})
 
 
@@ -142,8 +139,6 @@ def _result_options(config) -> dict:
 
 def _estimator_fingerprint(config) -> dict:
     """The estimating fit's options under ``config`` and the estimator's module constants."""
-    from inrsr.fit import thickness
-
     constants = {k: v for k, v in vars(thickness).items() if k.isupper() and isinstance(v, (int, float))}
     return {"fit": _result_options(thickness.estimation_config(config)), "constants": constants}
 

@@ -17,7 +17,7 @@ from inrsr.errors import InputError
 
 __all__ = ["ToolConfig", "FitConfig", "PRESETS", "preset", "fit_config", "read_config_file", "option_assignments",
            "VARIANTS", "SCHEDULES",
-           "SLICE_PROFILES", "option_field", "option_name", "check_choices"]
+           "SLICE_PROFILES", "RUN_ONLY_OPTIONS", "option_field", "option_name", "check_choices"]
 
 VARIANTS = ("split", "vanilla", "single")
 SCHEDULES = ("cosine", "cosine-epoch", "constant")
@@ -27,6 +27,9 @@ SLICE_PROFILES = ("point", "box", "gaussian")  # the one list of slice-profile n
 PRECISIONS = ("fp32", "bf16")
 BASES = ("none", "cubic", "auto")
 THICKNESS_ESTIMATES = ("auto", "always", "off")
+# Options that say how a fit is run, not what it computes: neither its optimisation nor its outputs
+# depend on them (resuming may change them; the experiments' run cache ignores them).
+RUN_ONLY_OPTIONS = ("render_chunk", "checkpoint_every_s")
 
 
 def option_field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from inrsr.config import FitConfig
+from inrsr.config import RUN_ONLY_OPTIONS, FitConfig
 from inrsr.errors import InputError
 from inrsr.field.checkpoint import read_tagged
 from inrsr.io.files import atomic_path
@@ -19,7 +19,7 @@ __all__ = ["STATE_FORMAT", "RESUME_MAY_CHANGE", "InterruptFlag", "save_fit_state
 
 STATE_FORMAT = "inrsr-fit-state-1"
 # Options that do not change the optimisation and may differ when resuming.
-RESUME_MAY_CHANGE = ("device", "threads", "render_chunk", "render_foreground", "checkpoint_every_s")
+RESUME_MAY_CHANGE = ("device", "threads", "render_foreground", *RUN_ONLY_OPTIONS)
 
 
 class InterruptFlag:
