@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from inrsr.config import RUN_ONLY_OPTIONS, preset
-from inrsr.fit import thickness
+from inrsr.fit import crossings, thickness
 from inrsr.io.files import sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
 from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
@@ -138,8 +138,10 @@ def _result_options(config) -> dict:
 
 
 def _estimator_fingerprint(config) -> dict:
-    """The estimating fit's options under ``config`` and the estimator's module constants."""
-    constants = {k: v for k, v in vars(thickness).items() if k.isupper() and isinstance(v, (int, float))}
+    """The estimating fit's options under ``config`` and the estimators' module constants (the
+    learned estimate's and the crossing judge's)."""
+    constants = {f"{m.__name__}.{k}": v for m in (thickness, crossings) for k, v in vars(m).items()
+                 if k.isupper() and isinstance(v, (int, float))}
     return {"fit": _result_options(thickness.estimation_config(config)), "constants": constants}
 
 

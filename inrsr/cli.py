@@ -236,7 +236,8 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
             f"rendered {'×'.join(map(str, summary['grid']['shape']))} in {s['render']:.1f} s → {output}",
             err=True,
         )
-        estimated = [f"{Path(r['path']).name} {r['estimated_thickness_mm']:.2f} mm" for r in summary["stacks"]
+        estimated = [f"{Path(r['path']).name} {r['estimated_thickness_mm']:.2f} mm ({r.get('thickness_estimator')})"
+                     for r in summary["stacks"]
                      if r.get("estimated_thickness_mm") is not None]
         if estimated:
             click.echo(f"slice thickness estimated in {s['thickness_estimate']:.1f} s: {', '.join(estimated)}", err=True)
@@ -302,7 +303,8 @@ def check(model_path, holdout, output, overwrite, quiet):
     for row in report["stacks"]:
         est = row.get("estimated_thickness_mm")
         click.echo(f"{Path(row['path']).name}: slices {row['thickness_mm']:.3g} mm thick (from "
-                   f"{row.get('thickness_source') or 'unknown'})" + (f"; estimated {est:.2f} mm" if est is not None else ""))
+                   f"{row.get('thickness_source') or 'unknown'})"
+                   + (f"; estimated {est:.2f} mm ({row.get('thickness_estimator') or 'fit'})" if est is not None else ""))
     if output is not None:
         write_json(output, report)
 

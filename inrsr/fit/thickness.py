@@ -1,7 +1,8 @@
-"""Slice thickness estimation: a short fit of the field in which every stack's slice width is
-learned as well.
+"""Slice thickness estimation: judged where the slices of two stacks of one contrast cross
+(:mod:`inrsr.fit.crossings`, no fit), else learned in a short fit of the field.
 
-A stack's voxels are the field averaged across each slice by the slice profile (box or Gaussian,
+A stack that shares its contrast with another whose slices cross its own gets the width at which
+the two agree on their crossing lines. For the others, a stack's voxels are the field averaged across each slice by the slice profile (box or Gaussian,
 :mod:`inrsr.acquisition.profiles`). When the width of that average is wrong, a field that shares
 its structure between contrasts and between stacks (whose slices cross the others' through-plane
 direction in their sharp in-plane directions) explains the voxels less well, so the width is
@@ -25,9 +26,10 @@ import torch
 from inrsr.config import PRESETS, FitConfig
 from inrsr.device import resolve_device, torch_threads
 from inrsr.errors import InputWarning
+from inrsr.fit.crossings import crossing_widths_mm
 from inrsr.io.stack import Stack
 
-__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "with_thickness_estimates",
+__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates",
            "disagrees", "looks_point_sampled", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
@@ -75,20 +77,34 @@ def estimation_config(config: FitConfig) -> FitConfig:
     )
 
 
-def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False) -> np.ndarray:
-    """Every stack's slice thickness (mm), learned together with a small field (see the module's
-    description) under ``config``'s slice profile (``box`` or ``gaussian``).
+def estimate_thickness_mm(stacks: list[Stack], config: FitConfig,
+                          progress: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Every stack's slice thickness (mm), and how it was found (``crossings`` or ``fit``), under ``config``'s slice profile (``box`` or
+    ``gaussian``): judged where its slices cross those of another stack of its contrast
+    (:func:`inrsr.fit.crossings.crossing_widths_mm`) when it has such a partner, else learned
+    together with a small field (:func:`learned_thickness_mm`; run only when some stack has no
+    partner). One within :data:`CONTIGUOUS` of the spacing is the spacing; the others are kept
+    between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see :func:`looks_point_sampled`).
+    Deterministic for a given seed on CPU."""
+    if config.slice_profile == "point":
+        raise ValueError("the point profile has no width to estimate")
+    judged = crossing_widths_mm(stacks, config.slice_profile, config.seed)
+    learned = learned_thickness_mm(stacks, config, progress) if any(w is None for w in judged) else None
+    spacing = np.array([s.slice_spacing_mm for s in stacks])
+    width = np.array([learned[k] if w is None else w for k, w in enumerate(judged)], dtype=np.float64) / spacing
+    width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.clip(width, MIN_WIDTH, MAX_WIDTH))
+    return width * spacing, ["fit" if w is None else "crossings" for w in judged]
 
-    Each width starts at the stack's slice spacing, is learned at a rate that rises over the first
-    :data:`WIDTH_WARMUP` of the steps, and is kept between :data:`MIN_WIDTH` and
-    :data:`MAX_WIDTH` spacings (see :func:`looks_point_sampled`); one within :data:`CONTIGUOUS` of
-    the spacing is the spacing. Deterministic for a given seed on CPU.
-    """
+
+def learned_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False) -> np.ndarray:
+    """Every stack's slice width (mm, unrounded and unbounded), learned together with a small
+    field (see the module's description) under ``config``'s slice profile.
+
+    Each width starts at the stack's slice spacing and is learned at a rate that rises over the
+    first :data:`WIDTH_WARMUP` of the steps."""
     from inrsr.fit.loop import Trainer
     from inrsr.samples.training_set import build_training_set
 
-    if config.slice_profile == "point":
-        raise ValueError("the point profile has no width to estimate")
     est = estimation_config(config)
     at_spacing = [replace(s, thickness_mm=s.slice_spacing_mm, thickness_estimated=False) for s in stacks]
     subject, train = build_training_set(at_spacing, est.background_ratio, est.mi_points, est.seed,
@@ -103,9 +119,7 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
                                            "warmup_steps": round(WIDTH_WARMUP * est.max_steps)})
         trainer.run(progress)
     spacing = np.array([s.slice_spacing_mm for s in stacks])
-    width = np.abs(scale.detach().cpu().numpy().astype(np.float64))
-    width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.clip(width, MIN_WIDTH, MAX_WIDTH))
-    return width * spacing
+    return np.abs(scale.detach().cpu().numpy().astype(np.float64)) * spacing
 
 
 def looks_point_sampled(stack: Stack, width_mm: float) -> bool:
@@ -144,9 +158,9 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
     use = needs_estimate(stacks, config)
     if not any(use):
         return list(stacks)
-    widths = estimate_thickness_mm(stacks, config, progress)
+    widths, estimators = estimate_thickness_mm(stacks, config, progress)
     out = []
-    for s, w, used in zip(stacks, widths, use):
+    for s, w, how, used in zip(stacks, widths, estimators, use):
         w = float(w)
         if s.thickness_source in ("sidecar", "option") and disagrees(s.slice_thickness_mm, w):
             warnings.warn(
@@ -157,9 +171,10 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
         elif used:
             _warn_if_point_sampled(s, w)
         if used:
-            out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w))
+            out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w,
+                               thickness_estimator=how))
         else:
-            out.append(replace(s, estimated_thickness_mm=w))
+            out.append(replace(s, estimated_thickness_mm=w, thickness_estimator=how))
     return out
 
 
@@ -170,6 +185,6 @@ def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads:
     baselines, which see one stack at a time), with an :class:`~inrsr.errors.InputWarning` when
     it looks point-sampled (:func:`looks_point_sampled`)."""
     config = PRESETS["default"].replace(slice_profile=profile, seed=seed, threads=threads, device=device)
-    width = float(estimate_thickness_mm([stack], config, progress)[0])
+    width = float(estimate_thickness_mm([stack], config, progress)[0][0])
     _warn_if_point_sampled(stack, width)
     return width

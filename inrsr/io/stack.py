@@ -48,6 +48,9 @@ class Stack:
     estimated_thickness_mm : the slice thickness estimated from the data
         (:mod:`inrsr.fit.thickness`), when it was estimated, whether or not it is used.
     thickness_estimated : whether :attr:`thickness_mm` is that estimate.
+    thickness_estimator : how that estimate was made: ``crossings`` (judged where the stack's
+        slices cross those of another stack of its contrast, :mod:`inrsr.fit.crossings`) or ``fit``
+        (learned in a short fit of the field).
     """
 
     data: np.ndarray
@@ -61,6 +64,7 @@ class Stack:
     mask_path: str | None = None
     estimated_thickness_mm: float | None = None
     thickness_estimated: bool = False
+    thickness_estimator: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

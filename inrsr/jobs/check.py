@@ -100,4 +100,5 @@ def check_model(model_path: str | os.PathLike, holdout_every: int = 0, progress:
     for row, meta in zip(rows, payload["stacks"]):
         row["thickness_source"] = meta.get("thickness_source")
         row["estimated_thickness_mm"] = meta.get("estimated_thickness_mm")
+        row["thickness_estimator"] = meta.get("thickness_estimator")
     return {"model": str(model_path), "holdout_every": holdout_every, "stacks": rows}

@@ -121,6 +121,7 @@ def stack_records(stacks: list[Stack], recon: Reconstruction, transforms: list[d
          "sha256": hashes.get(os.path.abspath(s.path)),
          "shape": list(s.shape), "affine": s.affine.tolist(), "thickness_mm": s.slice_thickness_mm,
          "thickness_source": s.thickness_source, "estimated_thickness_mm": s.estimated_thickness_mm,
+         "thickness_estimator": s.thickness_estimator,
          "slice_axis": s.slice_axis,
          "mask_source": "given" if s.mask is not None else "estimated",
          "n_train_points": int((recon.train.stack_id == k).sum()),

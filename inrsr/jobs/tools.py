@@ -131,7 +131,8 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
 
     if wants_estimate(config.thickness_estimate, stack):
         width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
-        stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width)
+        stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width,
+                        thickness_estimator="fit")
         config = config.replace(thickness_mm=width).validate()
     volume, info = smore_volume(stack.data, stack.affine, grid, config, progress=progress)
     check_finite_volumes({"smore": volume}, {"smore": output})

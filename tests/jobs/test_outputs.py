@@ -80,10 +80,10 @@ def test_verbose_fit_prints_phases_and_progress_lines_without_a_terminal(study):
     est = [s["estimated_thickness_mm"] for s in log["stacks"]]
     # t2cor has no sidecar: both widths are learned first (for at most the fit's 30 steps), t2cor's is used
     assert lines[-1] == f"slice thickness estimated in {log['seconds']['thickness_estimate']:.1f} s: " \
-                        f"t1ax.nii.gz {est[0]:.2f} mm, t2cor.nii.gz {est[1]:.2f} mm"
+                        f"t1ax.nii.gz {est[0]:.2f} mm (fit), t2cor.nii.gz {est[1]:.2f} mm (fit)"
     phases = [ln for ln in lines if not ln.startswith(("inrsr: fit step", "inrsr: slice thickness estimate step",
                                                          "inrsr: warning:"))][:-2]
-    assert re.fullmatch(rf"inrsr: slice thickness estimated: stack 1 {est[0]:.2f} mm, stack 2 {est[1]:.2f} mm "
+    assert re.fullmatch(rf"inrsr: slice thickness estimated: stack 1 {est[0]:.2f} mm \(fit\), stack 2 {est[1]:.2f} mm \(fit\) "
                         r"\([0-9.]+ s\)", phases[0])
     assert phases[1:4] == [
         "inrsr: stack 1: t1: t1ax.nii.gz (40×48×10 voxels, 1×1×4 mm, slice axis 2, thickness 4 mm); "
@@ -118,6 +118,8 @@ def test_log_json_records_the_run_and_where_thickness_and_masks_came_from(study)
     assert log["warnings"] == [QFORM_WARNING]
     assert [s["thickness_source"] for s in log["stacks"]] == ["sidecar", "estimate"]
     assert log["stacks"][1]["thickness_mm"] == log["stacks"][1]["estimated_thickness_mm"]
+    # t1 and t2 are different contrasts: no crossing judge, both widths learned
+    assert [s["thickness_estimator"] for s in log["stacks"]] == ["fit", "fit"]
     assert [s["mask_source"] for s in log["stacks"]] == ["estimated", "estimated"]
     assert [s["sha256"] for s in log["stacks"]] == [sha256(study / "t1ax.nii.gz"), sha256(study / "t2cor.nii.gz")]
     assert set(log["outputs"]) == {"t1", "t2", "t1.json", "t2.json", "mask-1_t1.nii.gz", "mask-1_t1.json",

@@ -1,0 +1,173 @@
+"""Slice thickness of stacks that share a contrast, judged where their slices cross; no fit.
+
+Where a slice of stack A crosses a slice of stack B (slice normals far apart), both hold the same
+line of the subject: A blurred across its slice (along A's normal), B blurred across its own (along
+B's normal), and each sharp along the other's normal, which lies in its plane. A's line sampled
+along B's normal and averaged through B's profile of width ``wB``, and B's averaged along A's
+normal through ``wA``, are then the same signal blurred alike in both directions exactly when
+``wA`` and ``wB`` are the true widths. Of one contrast, the two differ at most by a scale and an
+offset, so the widths are those that maximise the correlation of the two over all crossing points.
+The partner's in-plane voxels already average the subject over their own extent, so the judge sees
+the part of a profile beyond them; the slice thickness adds that extent back
+(:func:`as_thickness_mm`). Across contrasts no intensity map measured kept this judge unbiased, so
+it serves only stacks of one contrast (docs/design.md, "Slice thickness estimation").
+
+Widths are slice thicknesses in mm (FWHM for ``gaussian``) along each stack's slice normal; points
+are world coordinates in mm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import map_coordinates, spline_filter
+
+from inrsr.acquisition.profiles import profile_density
+from inrsr.geometry import apply_affine, direction_cosines, slice_normal
+from inrsr.io.stack import Stack
+from inrsr.samples.training_set import stack_foregrounds
+
+__all__ = ["MAX_COS", "MIN_POINTS", "crossing_points", "pair_widths_mm", "pixel_width_mm", "as_thickness_mm",
+           "crossing_widths_mm"]
+
+# Two stacks' slices cross usably when their normals are at least 60 degrees apart.
+MAX_COS = 0.5
+# Fewer crossing points than this (foreground voxels on the lines where slices cross) give no
+# estimate.
+MIN_POINTS = 2000
+# Crossing points used per pair at most (a random subset, fixed by the seed).
+MAX_POINTS = 20000
+# Candidate widths span 0 to this many slice spacings, in steps of 1/WIDTH_STEPS spacing.
+MAX_SPACINGS, WIDTH_STEPS = 2.0, 16
+# Distance (mm) along the crossing line between the points whose products make the agreement.
+LAG_MM = 2.0
+
+
+def crossing_points(a: Stack, b: Stack, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World points (mm, ``(N, 3)``) on the lines where ``a``'s slices cross ``b``'s, inside both
+    stacks' foregrounds, with each point's slice index in ``a`` and in ``b``.
+
+    They are ``b``'s foreground voxel centres within half an in-plane voxel of one of ``a``'s slice
+    planes, moved onto that plane along ``a``'s normal; at most :data:`MAX_POINTS`, drawn at
+    random with ``seed``."""
+    fg_a, fg_b = stack_foregrounds([a, b])
+    ijk_b = np.argwhere(fg_b)
+    world = apply_affine(b.affine, ijk_b.astype(np.float64))
+    ijk_a = apply_affine(np.linalg.inv(a.affine), world)
+    ax = a.slice_axis
+    k_a = np.round(ijk_a[:, ax])
+    in_plane_b = np.delete(b.spacing_mm, b.slice_axis)
+    delta_mm = (ijk_a[:, ax] - k_a) * a.slice_spacing_mm
+    near = np.abs(delta_mm) <= 0.5 * float(in_plane_b.min())
+    inside = np.all((ijk_a > -0.5) & (ijk_a < np.array(a.shape) - 0.5), axis=1)
+    keep = np.flatnonzero(near & inside)
+    rounded = np.round(ijk_a[keep]).astype(int)
+    keep = keep[fg_a[tuple(rounded.T)]]
+    if keep.size > MAX_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_POINTS, replace=False))
+    points = world[keep] - delta_mm[keep, None] * slice_normal(a.affine)[None, :]
+    return points, k_a[keep].astype(int), ijk_b[keep, b.slice_axis]
+
+
+def _along(coeffs: np.ndarray, stack: Stack, points: np.ndarray, k: np.ndarray, direction: np.ndarray,
+           offsets_mm: np.ndarray) -> np.ndarray:
+    """``stack``'s intensity (cubic spline coefficients ``coeffs``) at ``points + offset · direction``
+    for every offset (mm), within slice ``k`` of each point: shape ``(len(offsets_mm), N)``."""
+    inverse = np.linalg.inv(stack.affine)
+    out = np.empty((len(offsets_mm), len(points)))
+    for i, off in enumerate(offsets_mm):
+        ijk = apply_affine(inverse, points + off * direction[None, :])
+        ijk[:, stack.slice_axis] = k
+        out[i] = map_coordinates(coeffs, ijk.T, order=3, mode="mirror", prefilter=False)
+    return out
+
+
+def _profile_matrix(widths_mm: np.ndarray, offsets_mm: np.ndarray, kind: str) -> np.ndarray:
+    """Weights (``(len(widths_mm), len(offsets_mm))``, rows summing to 1) that average samples at
+    ``offsets_mm`` through a profile of each width; width 0 takes the sample at offset 0."""
+    step = offsets_mm[1] - offsets_mm[0]
+    rows = []
+    for w in widths_mm:
+        if w < step / 2:
+            row = (np.abs(offsets_mm) < step / 2).astype(np.float64)
+        elif kind == "box":  # the trapezoid rule over [-w/2, w/2]
+            row = np.clip((w / 2 - np.abs(offsets_mm)) / step + 0.5, 0.0, 1.0)
+        else:
+            row = profile_density(offsets_mm, w, kind)
+        rows.append(row / row.sum())
+    return np.array(rows)
+
+
+def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[float, float, int]:
+    """The widths (mm) of ``a``'s and ``b``'s profiles (one contrast, slices crossing) under
+    ``profile`` (``box`` or ``gaussian``) beyond the other stack's in-plane voxels, at which their
+    crossing lines agree best (see the module's description), and the number of crossing points;
+    widths are ``nan`` with fewer than :data:`MIN_POINTS` points.
+
+    Agreement is a correlation taken between points :data:`LAG_MM` apart along the crossing line,
+    in both stacks' sharp directions: noise, independent from pixel to pixel, then adds nothing to
+    it, whereas averaging noise away would raise a plain correlation with every width."""
+    points, k_a, k_b = crossing_points(a, b, seed)
+    if len(points) < MIN_POINTS:
+        return float("nan"), float("nan"), len(points)
+    line = np.cross(slice_normal(a.affine), slice_normal(b.affine))
+    shifted = points + LAG_MM * (line / np.linalg.norm(line))[None, :]
+    grids, samples = [], []
+    for judged, other, k_other in ((a, b, k_b), (b, a, k_a)):
+        # ``other`` sampled across ``judged``'s slices, in ``other``'s own plane
+        spacing = judged.slice_spacing_mm
+        widths = np.arange(WIDTH_STEPS * MAX_SPACINGS + 1) * spacing / WIDTH_STEPS
+        half = widths[-1] if profile == "gaussian" else widths[-1] / 2
+        step = spacing / (2 * WIDTH_STEPS)
+        offsets = np.arange(-round(half / step), round(half / step) + 1) * step
+        coeffs = spline_filter(other.data.astype(np.float64), order=3, mode="mirror")
+        weights = _profile_matrix(widths, offsets, profile)
+        direction = slice_normal(judged.affine)
+        grids.append(widths)
+        samples.append([weights @ _along(coeffs, other, pts, k_other, direction, offsets) for pts in (points, shifted)])
+    (b0, b1), (a0, a1) = [[x - x.mean(axis=1, keepdims=True) for x in pair] for pair in samples]
+    n = b0.shape[1]
+    cross = (b0 @ a1.T + b1 @ a0.T) / (2 * n)  # b through a's widths (rows) against a through b's
+    auto_b, auto_a = (b0 * b1).mean(axis=1), (a0 * a1).mean(axis=1)
+    agreement = cross / np.sqrt(np.maximum(auto_b, 1e-30)[:, None] * np.maximum(auto_a, 1e-30)[None, :])
+    i, j = np.unravel_index(np.argmax(agreement), agreement.shape)
+    return float(grids[0][i]), float(grids[1][j]), len(points)
+
+
+def pixel_width_mm(stack: Stack, direction: np.ndarray) -> float:
+    """The extent (mm) of ``stack``'s voxels along the unit world ``direction``, over its in-plane
+    axes: the width its in-plane sampling already gives a line sampled along ``direction``."""
+    cosines = np.abs(direction @ direction_cosines(stack.affine))
+    in_plane = [i for i in range(3) if i != stack.slice_axis]
+    return float(np.sum(cosines[in_plane] * stack.spacing_mm[in_plane]))
+
+
+def as_thickness_mm(width_mm: float, pixel_mm: float, profile: str) -> float:
+    """A width judged against a partner's in-plane voxels of extent ``pixel_mm`` as a slice
+    thickness (mm): the partner's voxels already average the subject over ``pixel_mm`` along the
+    judged normal, so the judge sees only the part of the profile beyond them; the two are added as
+    variances (a box of ``pixel_mm``; the FWHM for ``gaussian``)."""
+    pixel_var = pixel_mm ** 2 / 12.0
+    if profile == "gaussian":
+        return float(np.sqrt(width_mm ** 2 + pixel_var * (2.0 * np.sqrt(2.0 * np.log(2.0))) ** 2))
+    return float(np.sqrt(width_mm ** 2 + 12.0 * pixel_var))
+
+
+def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0) -> list[float | None]:
+    """Per stack, its slice thickness (mm) judged where its slices cross those of another stack of
+    its contrast (:func:`pair_widths_mm`, made a thickness by :func:`as_thickness_mm`); of several
+    such partners, the one with the most crossing points decides. ``None`` for a stack with no
+    partner whose normal is at least 60 degrees from its own (:data:`MAX_COS`) and whose crossings
+    hold :data:`MIN_POINTS` points."""
+    best: list[tuple[int, float] | None] = [None] * len(stacks)
+    normals = [slice_normal(s.affine) for s in stacks]
+    for i in range(len(stacks)):
+        for j in range(i + 1, len(stacks)):
+            if stacks[i].contrast != stacks[j].contrast or abs(float(normals[i] @ normals[j])) > MAX_COS:
+                continue
+            wi, wj, n = pair_widths_mm(stacks[i], stacks[j], profile, seed)
+            if n < MIN_POINTS:
+                continue
+            for k, partner, w in ((i, j, wi), (j, i, wj)):
+                if best[k] is None or n > best[k][0]:
+                    best[k] = (n, as_thickness_mm(w, pixel_width_mm(stacks[partner], normals[k]), profile))
+    return [None if b is None else b[1] for b in best]
