@@ -304,7 +304,7 @@ def check(model_path, holdout, output, overwrite, quiet):
         est = row.get("estimated_thickness_mm")
         click.echo(f"{Path(row['path']).name}: slices {row['thickness_mm']:.3g} mm thick (from "
                    f"{row.get('thickness_source') or 'unknown'})"
-                   + (f"; estimated {est:.2f} mm ({row.get('thickness_estimator') or 'fit'})" if est is not None else ""))
+                   + ("" if est is None else f"; estimated {est:.2f} mm ({row.get('thickness_estimator') or 'fit'})"))
     if output is not None:
         write_json(output, report)
 

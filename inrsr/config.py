@@ -127,9 +127,10 @@ class FitConfig(ToolConfig):
     profile_points: int = option_field(4, "points per voxel across the slice for the box and gaussian profiles")
     thickness_estimate: str = option_field(
         "auto", "auto: estimate the slice thickness (the profile's width) of every stack whose thickness is not "
-        "given (no --thickness, no SliceThickness in a BIDS sidecar) by a short fit in which each stack's width is "
-        "learned, and use it; always: estimate and use it for every stack; off: take the slice spacing when it is "
-        "not given (docs/design.md, \"Slice thickness estimation\")", THICKNESS_ESTIMATES,
+        "given (no --thickness, no SliceThickness in a BIDS sidecar), and use it: judged where its slices cross "
+        "those of a stack of its contrast, else by a short fit in which each stack's width is learned; always: "
+        "estimate and use it for every stack; off: take the slice spacing when it is not given (docs/design.md, "
+        "\"Slice thickness estimation\")", THICKNESS_ESTIMATES,
     )
     # regulariser: finite differences of the field at random points (fills the space between slices)
     reg_weight: float = option_field(0.0, "weight of the smoothness penalty (0: off)")

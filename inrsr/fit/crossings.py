@@ -18,16 +18,19 @@ are world coordinates in mm.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.ndimage import map_coordinates, spline_filter
 
 from inrsr.acquisition.profiles import profile_density
+from inrsr.errors import InputWarning
 from inrsr.geometry import apply_affine, direction_cosines, slice_normal
 from inrsr.io.stack import Stack
 from inrsr.samples.training_set import stack_foregrounds
 
-__all__ = ["MAX_COS", "MIN_POINTS", "crossing_points", "pair_widths_mm", "pixel_width_mm", "as_thickness_mm",
-           "crossing_widths_mm"]
+__all__ = ["MAX_COS", "MIN_POINTS", "MIN_AGREEMENT", "crossing_points", "pair_widths_mm", "pixel_width_mm",
+           "as_thickness_mm", "crossing_widths_mm"]
 
 # Two stacks' slices cross usably when their normals are at least 60 degrees apart.
 MAX_COS = 0.5
@@ -40,6 +43,10 @@ MAX_POINTS = 20000
 MAX_SPACINGS, WIDTH_STEPS = 2.0, 16
 # Distance (mm) along the crossing line between the points whose products make the agreement.
 LAG_MM = 2.0
+# Below this agreement at the best widths, two stacks do not show the same subject where their
+# slices cross (moved by 1 mm or more between them gave 0.96-0.98; 0.5 mm, 0.992-0.996; noise and a
+# Gaussian judged as a box, 0.9997-1; docs/experiment-log.md, 2026-12-02): no width is judged.
+MIN_AGREEMENT = 0.99
 
 
 def crossing_points(a: Stack, b: Stack, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,18 +104,19 @@ def _profile_matrix(widths_mm: np.ndarray, offsets_mm: np.ndarray, kind: str) ->
     return np.array(rows)
 
 
-def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[float, float, int]:
+def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[float, float, int, float]:
     """The widths (mm) of ``a``'s and ``b``'s profiles (one contrast, slices crossing) under
     ``profile`` (``box`` or ``gaussian``) beyond the other stack's in-plane voxels, at which their
-    crossing lines agree best (see the module's description), and the number of crossing points;
-    widths are ``nan`` with fewer than :data:`MIN_POINTS` points.
+    crossing lines agree best (see the module's description), the number of crossing points, and
+    the agreement there (1 when the two match exactly); ``nan`` widths and agreement with fewer
+    than :data:`MIN_POINTS` points.
 
     Agreement is a correlation taken between points :data:`LAG_MM` apart along the crossing line,
     in both stacks' sharp directions: noise, independent from pixel to pixel, then adds nothing to
     it, whereas averaging noise away would raise a plain correlation with every width."""
     points, k_a, k_b = crossing_points(a, b, seed)
     if len(points) < MIN_POINTS:
-        return float("nan"), float("nan"), len(points)
+        return float("nan"), float("nan"), len(points), float("nan")
     line = np.cross(slice_normal(a.affine), slice_normal(b.affine))
     shifted = points + LAG_MM * (line / np.linalg.norm(line))[None, :]
     grids, samples = [], []
@@ -130,7 +138,7 @@ def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[flo
     auto_b, auto_a = (b0 * b1).mean(axis=1), (a0 * a1).mean(axis=1)
     agreement = cross / np.sqrt(np.maximum(auto_b, 1e-30)[:, None] * np.maximum(auto_a, 1e-30)[None, :])
     i, j = np.unravel_index(np.argmax(agreement), agreement.shape)
-    return float(grids[0][i]), float(grids[1][j]), len(points)
+    return float(grids[0][i]), float(grids[1][j]), len(points), float(agreement[i, j])
 
 
 def pixel_width_mm(stack: Stack, direction: np.ndarray) -> float:
@@ -156,16 +164,23 @@ def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0) -> list
     """Per stack, its slice thickness (mm) judged where its slices cross those of another stack of
     its contrast (:func:`pair_widths_mm`, made a thickness by :func:`as_thickness_mm`); of several
     such partners, the one with the most crossing points decides. ``None`` for a stack with no
-    partner whose normal is at least 60 degrees from its own (:data:`MAX_COS`) and whose crossings
-    hold :data:`MIN_POINTS` points."""
+    partner whose normal is at least 60 degrees from its own (:data:`MAX_COS`), whose crossings
+    hold :data:`MIN_POINTS` points and agree to :data:`MIN_AGREEMENT`; a pair that agrees less
+    gets an :class:`~inrsr.errors.InputWarning`."""
     best: list[tuple[int, float] | None] = [None] * len(stacks)
     normals = [slice_normal(s.affine) for s in stacks]
     for i in range(len(stacks)):
         for j in range(i + 1, len(stacks)):
             if stacks[i].contrast != stacks[j].contrast or abs(float(normals[i] @ normals[j])) > MAX_COS:
                 continue
-            wi, wj, n = pair_widths_mm(stacks[i], stacks[j], profile, seed)
+            wi, wj, n, agreement = pair_widths_mm(stacks[i], stacks[j], profile, seed)
             if n < MIN_POINTS:
+                continue
+            if agreement < MIN_AGREEMENT:
+                warnings.warn(f"{stacks[i].path} and {stacks[j].path}: where their slices cross the two "
+                              f"{stacks[i].contrast} stacks agree to only {agreement:.3f} (below {MIN_AGREEMENT}): moved between the scans "
+                              f"(register them first) or not one contrast; their slice thickness is learned instead",
+                              InputWarning, stacklevel=2)
                 continue
             for k, partner, w in ((i, j, wi), (j, i, wj)):
                 if best[k] is None or n > best[k][0]:

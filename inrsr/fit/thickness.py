@@ -2,15 +2,15 @@
 (:mod:`inrsr.fit.crossings`, no fit), else learned in a short fit of the field.
 
 A stack that shares its contrast with another whose slices cross its own gets the width at which
-the two agree on their crossing lines. For the others, a stack's voxels are the field averaged across each slice by the slice profile (box or Gaussian,
-:mod:`inrsr.acquisition.profiles`). When the width of that average is wrong, a field that shares
-its structure between contrasts and between stacks (whose slices cross the others' through-plane
-direction in their sharp in-plane directions) explains the voxels less well, so the width is
-identifiable by the fit itself. Each stack's width starts at its slice spacing and is learned by
-Adam together with a small, fast field (the ``fast`` engine, no cubic base); the estimate is the
-width at the end. On a single stack the field's own smoothness prior is the only evidence, and
-the estimate is coarser (docs/design.md, "Slice thickness estimation"; measurements in
-docs/experiment-log.md).
+the two agree on their crossing lines. For the others, a stack's voxels are the field averaged
+across each slice by the slice profile (box or Gaussian, :mod:`inrsr.acquisition.profiles`). When
+the width of that average is wrong, a field that shares its structure between contrasts and between
+stacks (whose slices cross the others' through-plane direction in their sharp in-plane directions)
+explains the voxels less well, so the width is identifiable by the fit itself. Each stack's width
+starts at its slice spacing and is learned by Adam together with a small, fast field (the ``fast``
+engine, no cubic base); the estimate is the width at the end. On a single stack the field's own
+smoothness prior is the only evidence, and the estimate is coarser (docs/design.md, "Slice
+thickness estimation"; measurements in docs/experiment-log.md).
 
 Widths are slice thicknesses in mm along each stack's slice normal (the FWHM for ``gaussian``).
 """
@@ -29,8 +29,9 @@ from inrsr.errors import InputWarning
 from inrsr.fit.crossings import crossing_widths_mm
 from inrsr.io.stack import Stack
 
-__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates",
-           "disagrees", "looks_point_sampled", "single_stack_estimate_mm"]
+__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm",
+           "learned_thickness_mm", "with_thickness_estimates", "disagrees", "looks_point_sampled",
+           "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 200
@@ -79,13 +80,13 @@ def estimation_config(config: FitConfig) -> FitConfig:
 
 def estimate_thickness_mm(stacks: list[Stack], config: FitConfig,
                           progress: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Every stack's slice thickness (mm), and how it was found (``crossings`` or ``fit``), under ``config``'s slice profile (``box`` or
-    ``gaussian``): judged where its slices cross those of another stack of its contrast
-    (:func:`inrsr.fit.crossings.crossing_widths_mm`) when it has such a partner, else learned
-    together with a small field (:func:`learned_thickness_mm`; run only when some stack has no
-    partner). One within :data:`CONTIGUOUS` of the spacing is the spacing; the others are kept
-    between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see :func:`looks_point_sampled`).
-    Deterministic for a given seed on CPU."""
+    """Every stack's slice thickness (mm) under ``config``'s slice profile (``box`` or ``gaussian``),
+    and how it was found (``crossings`` or ``fit``): judged where its slices cross those of
+    another stack of its contrast (:func:`inrsr.fit.crossings.crossing_widths_mm`) when it has
+    such a partner, else learned together with a small field (:func:`learned_thickness_mm`; run
+    only when some stack has no partner). One within :data:`CONTIGUOUS` of the spacing is the
+    spacing; the others are kept between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see
+    :func:`looks_point_sampled`). Deterministic for a given seed on CPU."""
     if config.slice_profile == "point":
         raise ValueError("the point profile has no width to estimate")
     judged = crossing_widths_mm(stacks, config.slice_profile, config.seed)

@@ -256,7 +256,8 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
         request.stacks[:] = stacks = with_thickness_estimates(stacks, config, progress)
         t_estimate = time.perf_counter() - t0
         run.say("slice thickness estimated: " + ", ".join(
-            f"stack {k} {s.estimated_thickness_mm:.2f} mm ({s.thickness_estimator})" for k, s in enumerate(stacks, start=1))
+            f"stack {k} {s.estimated_thickness_mm:.2f} mm ({s.thickness_estimator})"
+            for k, s in enumerate(stacks, start=1))
             + f" ({t_estimate:.1f} s)")
     for k, s in enumerate(stacks, start=1):
         run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "

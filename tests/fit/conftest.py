@@ -1,9 +1,15 @@
-"""Helpers of the fit tests: a tiny phantom training set and a small, fast Fourier-feature config.
+"""Helpers of the fit tests: a tiny phantom training set, a small, fast Fourier-feature config,
+and a crop of a shared BraTS subject.
 
 Imported by the test modules of this folder (``from tests.fit.conftest import CFG, tiny_training_set``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
 
 from inrsr.acquisition.phantom import head_phantom
 from inrsr.acquisition.simulate import simulate_stack
@@ -24,3 +30,14 @@ def tiny_stacks() -> list[Stack]:
 
 def tiny_training_set():
     return build_training_set(tiny_stacks(), 0.25, CFG.mi_points, 0)
+
+
+BRATS_CROP = (slice(72, 168), slice(72, 168), slice(40, 104))  # 96×96×64 mm through the tumour and ventricles
+
+
+def brats_crop(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Data (float32) and affine of :data:`BRATS_CROP` of a shared BraTS volume."""
+    img = nib.load(str(path))
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ np.array([s.start for s in BRATS_CROP]) + img.affine[:3, 3]
+    return np.asarray(img.dataobj, dtype=np.float32)[BRATS_CROP], affine

@@ -19,16 +19,7 @@ from inrsr.fit.thickness import (
     MIN_WIDTH, WIDTH_STEPS, disagrees, estimation_config, looks_point_sampled, needs_estimate, with_thickness_estimates,
 )
 from inrsr.io.stack import Stack
-
-CROP = (slice(72, 168), slice(72, 168), slice(40, 104))  # 96×96×64 mm through the tumour and ventricles
-
-
-def _crop(path) -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(path))
-    affine = img.affine.copy()
-    affine[:3, 3] = img.affine[:3, :3] @ np.array([s.start for s in CROP]) + img.affine[:3, 3]
-    return np.asarray(img.dataobj, dtype=np.float32)[CROP], affine
-
+from tests.fit.conftest import brats_crop
 
 def _stack(contrast: str, thickness: float | None = None, source: str = "spacing") -> Stack:
     s = Stack(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]), contrast, thickness_mm=thickness)
@@ -83,17 +74,17 @@ def test_an_estimate_looks_point_sampled_only_at_the_lower_bound():
 
 
 @pytest.fixture(scope="module")
-def brats_crop(shared_data):
+def brats_crops(shared_data):
     d = shared_data / "brats_gli_00001"
-    return _crop(d / "t1c.nii.gz"), _crop(d / "t2w.nii.gz")
+    return brats_crop(d / "t1c.nii.gz"), brats_crop(d / "t2w.nii.gz")
 
 
-def test_point_and_box_widths_recovered_on_a_brats_crop(brats_crop):
+def test_point_and_box_widths_recovered_on_a_brats_crop(brats_crops):
     """t1c axial point samples (the paper's protocol) told 4 mm thick, t2w coronal 4 mm slabs
     with no thickness. Measured on this crop (2026-12-01, commit 0903b09): 2.11 mm, and 4 mm slabs read as
     contiguous 4 mm slices (1.09 mm and 3.92 mm before the widths' warm-up); on whole BraTS volumes see
     docs/experiment-log.md."""
-    (t1, a1), (t2, a2) = brats_crop
+    (t1, a1), (t2, a2) = brats_crops
     told = Stack(*simulate_stack(t1, a1, 2, 4, "point"), "t1", path="t1_axial.nii.gz", thickness_mm=4.0)
     stacks = [told, Stack(*simulate_stack(t2, a2, 1, 4, "box"), "t2", path="t2_coronal.nii.gz")]
     with warnings.catch_warnings(record=True) as seen:
@@ -110,10 +101,10 @@ def test_point_and_box_widths_recovered_on_a_brats_crop(brats_crop):
                                                    f"but its voxels look {est[0]:.1f} mm thick")
 
 
-def test_thin_slices_with_gaps_recovered_on_a_brats_crop(brats_crop):
+def test_thin_slices_with_gaps_recovered_on_a_brats_crop(brats_crops):
     """t1c axial 4 mm slabs and t2w coronal 2 mm slices 4 mm apart, no thickness given. Measured
     on this crop (2026-12-01, commit 0903b09): 4 mm (within 20 % of the spacing: contiguous) and 2.67 mm."""
-    (t1, a1), (t2, a2) = brats_crop
+    (t1, a1), (t2, a2) = brats_crops
     stacks = [Stack(*simulate_stack(t1, a1, 2, 4, "box"), "t1"), Stack(*simulate_stack(t2, a2, 1, 4, "box", 2), "t2")]
     est = [s.estimated_thickness_mm for s in with_thickness_estimates(stacks, preset("default", threads=2))]
     assert est[0] == pytest.approx(4.0, abs=1e-6)  # within 20 % of the spacing: contiguous slices
