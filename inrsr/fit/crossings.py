@@ -177,10 +177,10 @@ def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0) -> list
             if n < MIN_POINTS:
                 continue
             if agreement < MIN_AGREEMENT:
-                warnings.warn(f"{stacks[i].path} and {stacks[j].path}: where their slices cross the two "
-                              f"{stacks[i].contrast} stacks agree to only {agreement:.3f} (below {MIN_AGREEMENT}): moved between the scans "
-                              f"(register them first) or not one contrast; their slice thickness is learned instead",
-                              InputWarning, stacklevel=2)
+                warnings.warn(f"{stacks[i].path} and {stacks[j].path}: where their slices cross, the two "
+                              f"{stacks[i].contrast} stacks agree to only {agreement:.3f} (below {MIN_AGREEMENT}): "
+                              f"moved between the scans, or not one contrast; their slice thickness is learned "
+                              f"instead (give --thickness if you know it)", InputWarning, stacklevel=2)
                 continue
             for k, partner, w in ((i, j, wi), (j, i, wj)):
                 if best[k] is None or n > best[k][0]:
