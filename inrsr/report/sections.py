@@ -235,7 +235,7 @@ def registration(ev: Evidence, views: Views) -> Section:
 def profiles(ev: Evidence) -> Section:
     records = ev.log.get("stacks", [])
     head = ["stack", "contrast", "voxels", "spacing mm", "slice axis", "thickness mm", "thickness from",
-            "estimated mm", "profile", "training voxels"]
+            "estimated mm", "estimated by", "profile", "training voxels"]
     rows = []
     for k, s in enumerate(ev.stacks):
         rec = records[k] if k < len(records) else {}
@@ -243,13 +243,15 @@ def profiles(ev: Evidence) -> Section:
                      "×".join(f"{v:.3g}" for v in voxel_sizes_mm(ev.file_affines[k])), s.slice_axis,
                      float(s.slice_thickness_mm), rec.get("thickness_source", "–"),
                      "–" if rec.get("estimated_thickness_mm") is None else float(rec["estimated_thickness_mm"]),
-                     ev.config.slice_profile,
+                     rec.get("thickness_estimator") or "–", ev.config.slice_profile,
                      rec.get("n_train_points", "–")])
     guide = paragraph(
         f"The forward model makes each voxel as the '{ev.config.slice_profile}' profile of its slice thickness "
-        "across the slice. 'thickness from': a BIDS sidecar's SliceThickness, --thickness, the estimate learned from "
-        "the voxels by a short fit before the fit (when neither was given), or the slice spacing (estimation off). "
-        "'estimated mm': that estimate, when one was made; a given thickness far from it is a warning.", "guide")
+        "across the slice. 'thickness from': a BIDS sidecar's SliceThickness, --thickness, the estimate made from "
+        "the voxels before the fit (when neither was given), or the slice spacing (estimation off). 'estimated mm': "
+        "that estimate, when one was made; a given thickness far from it is a warning. 'estimated by': 'crossings' "
+        "where the stack's slices cross those of a stack of its contrast and the two were compared there, 'fit' "
+        "where its width was learned by a short fit of the field.", "guide")
     return Section("profiles", "Stacks and slice profiles", guide + table(head, rows))
 
 

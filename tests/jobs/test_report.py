@@ -115,9 +115,10 @@ def test_self_consistency_agrees_with_check(crop_fit):
 
 def test_slice_profiles_say_where_the_thickness_came_from(crop_fit):
     rows = cells(sections((crop_fit / "out" / "report.html").read_text())["profiles"])
-    # stack, contrast, voxels, spacing, slice axis, thickness, thickness from, estimated, profile, training voxels
-    assert [(r[1], r[4], r[5], r[6], r[7], r[8]) for r in rows] == [("t1", "2", "1", "sidecar", "–", "box"),
-                                                                    ("t2", "1", "1", "sidecar", "–", "box")]
+    # stack, contrast, voxels, spacing, slice axis, thickness, thickness from, estimated, estimated by, profile,
+    # training voxels
+    assert [(r[1], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows] == [("t1", "2", "1", "sidecar", "–", "–", "box"),
+                                                                          ("t2", "1", "1", "sidecar", "–", "–", "box")]
 
 
 def test_report_command_rebuilds_it_through_another_point(crop_fit):
