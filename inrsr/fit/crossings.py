@@ -25,7 +25,7 @@ from scipy.ndimage import map_coordinates, spline_filter
 
 from inrsr.acquisition.profiles import profile_density
 from inrsr.errors import InputWarning
-from inrsr.geometry import apply_affine, direction_cosines, slice_normal
+from inrsr.geometry import FWHM_PER_SIGMA, apply_affine, direction_cosines, slice_normal
 from inrsr.io.stack import Stack
 from inrsr.samples.training_set import stack_foregrounds
 
@@ -154,10 +154,9 @@ def as_thickness_mm(width_mm: float, pixel_mm: float, profile: str) -> float:
     thickness (mm): the partner's voxels already average the subject over ``pixel_mm`` along the
     judged normal, so the judge sees only the part of the profile beyond them; the two are added as
     variances (a box of ``pixel_mm``; the FWHM for ``gaussian``)."""
-    pixel_var = pixel_mm ** 2 / 12.0
-    if profile == "gaussian":
-        return float(np.sqrt(width_mm ** 2 + pixel_var * (2.0 * np.sqrt(2.0 * np.log(2.0))) ** 2))
-    return float(np.sqrt(width_mm ** 2 + 12.0 * pixel_var))
+    # the pixel as a width of the same profile: a box of pixel_mm, or the FWHM of its variance
+    pixel_width = pixel_mm * FWHM_PER_SIGMA / np.sqrt(12.0) if profile == "gaussian" else pixel_mm
+    return float(np.hypot(width_mm, pixel_width))
 
 
 def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0) -> list[float | None]:
