@@ -39,6 +39,9 @@ MAX_COS = 0.5
 MIN_POINTS = 2000
 # Crossing points used per pair at most (a random subset, fixed by the seed).
 MAX_POINTS = 20000
+# Voxels of the partner stack visited at a time when looking for crossing points (bounds the
+# memory: about 80 bytes each).
+CHUNK_VOXELS = 1 << 20
 # Candidate widths span 0 to this many slice spacings, in steps of 1/WIDTH_STEPS spacing.
 MAX_SPACINGS, WIDTH_STEPS = 2.0, 16
 # Distance (mm) along the crossing line between the points whose products make the agreement.
@@ -55,24 +58,32 @@ def crossing_points(a: Stack, b: Stack, seed: int = 0) -> tuple[np.ndarray, np.n
 
     They are ``b``'s foreground voxel centres within half an in-plane voxel of one of ``a``'s slice
     planes, moved onto that plane along ``a``'s normal; at most :data:`MAX_POINTS`, drawn at
-    random with ``seed``."""
+    random with ``seed``. ``b``'s voxels are visited a few planes of its first array axis at a
+    time, so that only the points kept are held for all of it."""
     fg_a, fg_b = stack_foregrounds([a, b])
-    ijk_b = np.argwhere(fg_b)
-    world = apply_affine(b.affine, ijk_b.astype(np.float64))
-    ijk_a = apply_affine(np.linalg.inv(a.affine), world)
+    inverse_a = np.linalg.inv(a.affine)
     ax = a.slice_axis
-    k_a = np.round(ijk_a[:, ax])
-    in_plane_b = np.delete(b.spacing_mm, b.slice_axis)
-    delta_mm = (ijk_a[:, ax] - k_a) * a.slice_spacing_mm
-    near = np.abs(delta_mm) <= 0.5 * float(in_plane_b.min())
-    inside = np.all((ijk_a > -0.5) & (ijk_a < np.array(a.shape) - 0.5), axis=1)
-    keep = np.flatnonzero(near & inside)
-    rounded = np.round(ijk_a[keep]).astype(int)
-    keep = keep[fg_a[tuple(rounded.T)]]
-    if keep.size > MAX_POINTS:
-        keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_POINTS, replace=False))
-    points = world[keep] - delta_mm[keep, None] * slice_normal(a.affine)[None, :]
-    return points, k_a[keep].astype(int), ijk_b[keep, b.slice_axis]
+    limit_mm = 0.5 * float(np.delete(b.spacing_mm, b.slice_axis).min())
+    chunk = max(1, CHUNK_VOXELS // max(1, fg_b[0].size))
+    kept_world, kept_k_a, kept_k_b = [], [], []
+    for start in range(0, fg_b.shape[0], chunk):
+        ijk_b = np.argwhere(fg_b[start:start + chunk])
+        ijk_b[:, 0] += start
+        world = apply_affine(b.affine, ijk_b.astype(np.float64))
+        ijk_a = apply_affine(inverse_a, world)
+        k_a = np.round(ijk_a[:, ax])
+        delta_mm = (ijk_a[:, ax] - k_a) * a.slice_spacing_mm
+        inside = np.all((ijk_a > -0.5) & (ijk_a < np.array(a.shape) - 0.5), axis=1)
+        keep = np.flatnonzero((np.abs(delta_mm) <= limit_mm) & inside)
+        keep = keep[fg_a[tuple(np.round(ijk_a[keep]).astype(int).T)]]
+        kept_world.append(world[keep] - delta_mm[keep, None] * slice_normal(a.affine)[None, :])
+        kept_k_a.append(k_a[keep].astype(int))
+        kept_k_b.append(ijk_b[keep, b.slice_axis])
+    points, k_a, k_b = (np.concatenate(x) for x in (kept_world, kept_k_a, kept_k_b))
+    if len(points) > MAX_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(points), MAX_POINTS, replace=False))
+        points, k_a, k_b = points[keep], k_a[keep], k_b[keep]
+    return points, k_a, k_b
 
 
 def _along(coeffs: np.ndarray, stack: Stack, points: np.ndarray, k: np.ndarray, direction: np.ndarray,

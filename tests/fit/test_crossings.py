@@ -16,6 +16,7 @@ from inrsr.acquisition.phantom import head_phantom
 from inrsr.acquisition.simulate import simulate_stack
 from inrsr.config import preset
 from inrsr.errors import InputWarning
+import inrsr.fit.crossings as crossings
 from inrsr.fit.crossings import as_thickness_mm, crossing_widths_mm, pair_widths_mm, pixel_width_mm
 from inrsr.io.stack import Stack
 from tests.fit.conftest import brats_crop
@@ -57,6 +58,20 @@ def test_thickness_recovered_on_a_brats_crop(t2w_crop, profile, thickness_vox, n
     judged_as = "gaussian" if profile == "gaussian" else "box"
     assert crossing_widths_mm(_pair(*t2w_crop, profile, thickness_vox, noise), judged_as) == pytest.approx(
         [truth, truth], abs=0.5)
+
+
+def test_crossing_points_do_not_depend_on_how_the_partner_is_visited(t2w_crop, monkeypatch):
+    """The partner's voxels are visited a few planes at a time to bound the memory; one plane at a
+    time finds the same points, in the same order, as the whole stack at once, and every point
+    lies on one of the first stack's slice planes."""
+    axial, coronal = _pair(*t2w_crop, "box", 2)
+    whole = crossings.crossing_points(axial, coronal, seed=1)
+    monkeypatch.setattr(crossings, "CHUNK_VOXELS", 1)
+    planes = crossings.crossing_points(axial, coronal, seed=1)
+    assert len(whole[0]) >= crossings.MIN_POINTS
+    assert all(np.array_equal(x, y) for x, y in zip(whole, planes))
+    ijk = np.linalg.solve(axial.affine, np.c_[whole[0], np.ones(len(whole[0]))].T).T[:, :3]
+    assert np.allclose(ijk[:, axial.slice_axis], whole[1], atol=1e-6)
 
 
 def test_the_judge_sees_the_width_beyond_the_partners_voxels(t2w_crop):
