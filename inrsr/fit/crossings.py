@@ -39,9 +39,6 @@ MAX_COS = 0.5
 MIN_POINTS = 2000
 # Crossing points used per pair at most (a random subset, fixed by the seed).
 MAX_POINTS = 20000
-# Voxels of the partner stack visited at a time when looking for crossing points (bounds the
-# memory: about 80 bytes each).
-CHUNK_VOXELS = 1 << 20
 # Candidate widths span 0 to this many slice spacings, in steps of 1/WIDTH_STEPS spacing.
 MAX_SPACINGS, WIDTH_STEPS = 2.0, 16
 # Distance (mm) along the crossing line between the points whose products make the agreement.
@@ -52,19 +49,21 @@ LAG_MM = 2.0
 MIN_AGREEMENT = 0.99
 
 
-def crossing_points(a: Stack, b: Stack, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crossing_points(a: Stack, b: Stack, seed: int = 0,
+                    chunk_voxels: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World points (mm, ``(N, 3)``) on the lines where ``a``'s slices cross ``b``'s, inside both
     stacks' foregrounds, with each point's slice index in ``a`` and in ``b``.
 
     They are ``b``'s foreground voxel centres within half an in-plane voxel of one of ``a``'s slice
     planes, moved onto that plane along ``a``'s normal; at most :data:`MAX_POINTS`, drawn at
     random with ``seed``. ``b``'s voxels are visited a few planes of its first array axis at a
-    time, so that only the points kept are held for all of it."""
+    time, about ``chunk_voxels`` voxels (some 80 bytes each), so that only the points kept are held
+    for all of it; the points do not depend on it."""
     fg_a, fg_b = stack_foregrounds([a, b])
     inverse_a = np.linalg.inv(a.affine)
     ax = a.slice_axis
     limit_mm = 0.5 * float(np.delete(b.spacing_mm, b.slice_axis).min())
-    chunk = max(1, CHUNK_VOXELS // max(1, fg_b[0].size))
+    chunk = max(1, chunk_voxels // max(1, fg_b[0].size))
     kept_world, kept_k_a, kept_k_b = [], [], []
     for start in range(0, fg_b.shape[0], chunk):
         ijk_b = np.argwhere(fg_b[start:start + chunk])

@@ -60,14 +60,13 @@ def test_thickness_recovered_on_a_brats_crop(t2w_crop, profile, thickness_vox, n
         [truth, truth], abs=0.5)
 
 
-def test_crossing_points_do_not_depend_on_how_the_partner_is_visited(t2w_crop, monkeypatch):
+def test_crossing_points_do_not_depend_on_how_the_partner_is_visited(t2w_crop):
     """The partner's voxels are visited a few planes at a time to bound the memory; one plane at a
     time finds the same points, in the same order, as the whole stack at once, and every point
     lies on one of the first stack's slice planes."""
     axial, coronal = _pair(*t2w_crop, "box", 2)
     whole = crossings.crossing_points(axial, coronal, seed=1)
-    monkeypatch.setattr(crossings, "CHUNK_VOXELS", 1)
-    planes = crossings.crossing_points(axial, coronal, seed=1)
+    planes = crossings.crossing_points(axial, coronal, seed=1, chunk_voxels=1)
     assert len(whole[0]) >= crossings.MIN_POINTS
     assert all(np.array_equal(x, y) for x, y in zip(whole, planes))
     ijk = np.linalg.solve(axial.affine, np.c_[whole[0], np.ones(len(whole[0]))].T).T[:, :3]
