@@ -28,11 +28,13 @@ test: install
 bench: install
 	$(BIN)/python experiments/bench.py --out bench_out $(BENCH_ARGS)
 
-# The fit told each slice thickness vs. the same stacks without sidecars (estimated), BraTS and MS cases
-# and SMORE with its single-stack estimate (about 80 min on 2 CPU cores; resumable); tables in
+# The fit told each slice thickness vs. the same stacks without sidecars (estimated): BraTS and MS pairs
+# of two contrasts and of one contrast in two views; and SMORE with its single-stack estimate (about
+# 110 min on 2 CPU cores; resumable); tables in
 # experiments/results/thickness/bench.md and smore/results.md
 bench-thickness: install
-	$(BIN)/python experiments/bench.py --cases brats,msseg --protocols point,point-untold,slab,slab-untold,gap,gap-untold \
+	$(BIN)/python experiments/bench.py --cases brats,msseg,brats_t2w,msseg_t1 \
+		--protocols point,point-untold,slab,slab-untold,gap,gap-untold \
 		--methods cubic,default --out bench_out --results experiments/results/thickness
 	$(BIN)/python experiments/exp.py --cases brats,msseg --protocols slab,slab-untold,point-untold --methods cubic,smore \
 		--out experiments/results/thickness/smore

@@ -15,7 +15,10 @@ links; simulated stacks and per-run results are cached in ``--out`` (``bench_out
 
 The ``-untold`` protocols are the same stacks without a sidecar: the fit estimates each slice
 thickness first (its seconds are part of the fit time and shown in brackets; the thickness used is
-in its own column).
+in its own column, with how it was estimated: judged where the slices of two stacks of one
+contrast cross, or learned in a short fit). A case with two stacks of one contrast (``brats_t2w``,
+``msseg_t1``) is scored per contrast, and its cubic baseline is the mean of its stacks'
+interpolations.
 
     python experiments/bench.py [--cases brats,msseg] [--protocols slab,point,point-untold] [--out bench_out]
 """
@@ -62,15 +65,19 @@ def run_method(spec: dict) -> dict:
     out: dict = {"fit_s": 0.0, "render_s": 0.0, "points_per_s": float("nan")}
     if method == "cubic":
         t0 = time.perf_counter()
-        vols = {c: interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stacks"].items()}
+        vols = {}
+        for contrast in dict.fromkeys(c for c, _ in paths["stack_list"]):  # a contrast's stacks averaged
+            parts = [interpolate_to_grid(*load_volume(p), grid) for c, p in paths["stack_list"] if c == contrast]
+            vols[contrast] = parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
         out["render_s"] = time.perf_counter() - t0
     else:
         config = method_config(method, spec["device"], spec["paper_budget"])
-        stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
+        stacks = load_stacks([StackSpec(c, p) for c, p in paths["stack_list"]])
         t0 = time.perf_counter()
         stacks = with_thickness_estimates(stacks, config)  # only where no sidecar tells the thickness
         estimate_s = time.perf_counter() - t0
         out["thickness_mm"] = [round(s.slice_thickness_mm, 2) for s in stacks]
+        out["thickness_estimator"] = [s.thickness_estimator if s.thickness_estimated else None for s in stacks]
         t0 = time.perf_counter()
         recon = reconstruct(stacks, config)  # training voxels and cubic base, fit, back-projection
         reconstruct_s = time.perf_counter() - t0
@@ -91,6 +98,18 @@ def run_method(spec: dict) -> dict:
     return out
 
 
+def _thickness(widths_mm: list[float], estimators: list[str | None]) -> str:
+    """The thickness column: each stack's thickness used (mm), with how it was estimated when it was
+    (``crossings`` or ``fit``), once when every stack's was found the same way."""
+    if not widths_mm:
+        return "–"
+    text = [f"{w:g}" for w in widths_mm]
+    found = [e for e in estimators if e]
+    if found and len(found) == len(estimators) and len(set(found)) == 1:
+        return ", ".join(text) + f" ({found[0]})"
+    return ", ".join(t + (f" ({e})" if e else "") for t, e in zip(text, estimators or [None] * len(text)))
+
+
 def _table(rows: list[dict]) -> str:
     lines = ["| case | protocol | method | fit s (of which thickness estimate) | render s | train pts/s | RSS GB "
              "| slice thickness mm | PSNR / SSIM per contrast | gain over cubic, dB | paper 50-ep time ÷ fit time |",
@@ -102,7 +121,7 @@ def _table(rows: list[dict]) -> str:
         ratio = f"{r['paper_epoch50_s'] / r['fit_s']:.0f}×" if r["fit_s"] and r.get("paper_epoch50_s") else "–"
         pts = f"{r['points_per_s'] / 1e3:.0f} k" if np.isfinite(r["points_per_s"]) else "–"
         est = f" ({r['estimate_s']:.1f})" if r.get("estimate_s", 0.0) >= 0.05 else ""  # told: no estimate
-        thick = ", ".join(f"{t:g}" for t in r.get("thickness_mm", [])) or "–"
+        thick = _thickness(r.get("thickness_mm", []), r.get("thickness_estimator", []))
         stopped = {"time": " (stopped on time)", "mi": " (stopped by MI)"}.get(r.get("stopped_by", ""), "")
         lines.append(f"| {r['case']} | {r['protocol']} | {r['method']}{stopped} | {r['fit_s']:.1f}{est} | {r['render_s']:.1f} "
                      f"| {pts} | {r['rss_gb']:.2f} | {thick} | {q} | {gain} | {ratio} |")
@@ -156,7 +175,8 @@ def main() -> None:
             paper50 = results.get("paper", {}).get("epoch50_s")
             for method, r in results.items():
                 rows.append({**r, "case": case_name, "protocol": protocol, "method": method,
-                             "contrasts": [c for c, _, _ in case.contrasts], "cubic": results.get("cubic", r),
+                             "contrasts": list(dict.fromkeys(c for c, _, _ in case.contrasts)),
+                             "cubic": results.get("cubic", r),
                              "paper_epoch50_s": paper50})
     gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
     header = (f"inrsr bench — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "

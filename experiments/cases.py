@@ -65,6 +65,11 @@ CASES = {
     "msseg": Case("msseg", "open_ms/patient07", (("t1", "t1.nii.gz", "coronal"), ("flair", "flair.nii.gz", "axial"))),
     # A third pair from the same subject: T2 coronal + FLAIR axial.
     "msseg_t2": Case("msseg_t2", "open_ms/patient07", (("t2", "t2.nii.gz", "coronal"), ("flair", "flair.nii.gz", "axial"))),
+    # One contrast in two views (its slice thickness is judged where the slices cross, without a
+    # fit): BraTS t2w and the MS T1, each axial + coronal. Their cubic baseline is the mean of the
+    # two stacks' interpolations, as the cubic base averages a contrast's stacks.
+    "brats_t2w": Case("brats_t2w", "brats_gli_00001", (("t2", "t2w.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal"))),
+    "msseg_t1": Case("msseg_t1", "open_ms/patient07", (("t1", "t1.nii.gz", "axial"), ("t1", "t1.nii.gz", "coronal"))),
 }
 
 
@@ -88,12 +93,14 @@ def brain_mask(truth: np.ndarray) -> np.ndarray:
 
 
 def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> dict:
-    """Simulate each contrast's thick stack (cached on disk); return paths of stacks, truths, mask."""
+    """Simulate each thick stack of ``case`` (cached on disk); return the paths of its stacks
+    (``stack_list``: ``[contrast, path]`` in the case's order; ``stacks``: by contrast, for cases
+    with one stack per contrast), of each contrast's truth and of the brain mask."""
     folder = cache / f"{case.name}_{protocol}_x{factor}"
     folder.mkdir(parents=True, exist_ok=True)
     proto = PROTOCOLS[protocol]
     width = None if proto.thickness_fraction is None else proto.thickness_fraction * factor
-    stacks, truths = {}, {}
+    stack_list, truths = [], {}
     for contrast, fname, view in case.contrasts:
         src = root / case.folder / fname
         truths[contrast] = str(src)
@@ -109,14 +116,17 @@ def prepare(case: Case, protocol: str, factor: int, root: Path, cache: Path) -> 
             write_thickness_sidecar(out, simulated_thickness_mm(img.affine, axis, factor, proto.profile, width))
         elif sidecar.exists():
             sidecar.unlink()
-        stacks[contrast] = str(out)
+        stack_list.append([contrast, str(out)])
     mask_path = folder / "mask.nii.gz"
     if not mask_path.exists():
         first = root / case.folder / case.contrasts[0][1]
         img = nib.load(str(first))
         mask = brain_mask(np.asarray(img.dataobj, dtype=np.float32)).astype(np.float32)
         save_nifti(mask, img.affine, mask_path, HeaderCodes.from_header(img.header))
-    return {"stacks": stacks, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}
+    paths = {"stack_list": stack_list, "truths": truths, "mask": str(mask_path), "ref": truths[case.contrasts[0][0]]}
+    if len(truths) == len(stack_list):
+        paths["stacks"] = dict(stack_list)
+    return paths
 
 
 def config_tag(config) -> str:
