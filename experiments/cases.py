@@ -73,6 +73,11 @@ CASES = {
 }
 
 
+# The cases with one stack per contrast, of two contrasts (the paper's experiments compare the two).
+TWO_CONTRAST_CASES = tuple(name for name, case in CASES.items()
+                           if len({c for c, _, _ in case.contrasts}) == len(case.contrasts) == 2)
+
+
 def data_root() -> Path:
     """The shared data folder; exits with one line when it is missing."""
     root = Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))

@@ -49,7 +49,7 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, config_tag, data_root, estimator_tag, load_volume, prepare  # noqa: E402
+from cases import CASES, TWO_CONTRAST_CASES, config_tag, data_root, estimator_tag, load_volume, prepare  # noqa: E402
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -226,6 +226,10 @@ def _run_all(args: argparse.Namespace) -> list[dict]:
     root, out = data_root(), Path(args.out)
     cache = out / "cache"
     full = os.environ.get("EXP_FULL", "") == "1"
+    for name in args.cases.split(","):
+        if name not in TWO_CONTRAST_CASES:
+            sys.exit(f"error: case {name!r}: exp.py compares two contrasts of one stack each, one of "
+                     f"{', '.join(TWO_CONTRAST_CASES)} (a case of one contrast in two views runs in bench.py)")
     jobs = [(c, p, m) for c in args.cases.split(",") for p in args.protocols.split(",") for m in args.methods.split(",")
             if not p.endswith("-untold") or m in UNTOLD_METHODS]
     rows, t_start = [], time.perf_counter()
@@ -320,7 +324,8 @@ def _tables(rows: list[dict], header: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--cases", default=",".join(TWO_CONTRAST_CASES),
+                    help="cases of cases.py with two contrasts, one stack each")
     ap.add_argument("--protocols", default="point,slab,point-untold",
                     help="protocols of cases.py; '-untold': no sidecar, so the methods estimate the slice thickness "
                          "(only cubic, smore and default run there: the paper's point profile has no thickness)")

@@ -61,14 +61,17 @@ def test_thickness_recovered_on_a_brats_crop(t2w_crop, profile, thickness_vox, n
 
 
 def test_crossing_points_do_not_depend_on_how_the_partner_is_visited(t2w_crop):
-    """The partner's voxels are visited a few planes at a time to bound the memory; one plane at a
-    time finds the same points, in the same order, as the whole stack at once, and every point
-    lies on one of the first stack's slice planes."""
+    """The partner's voxels are visited a few planes at a time to bound the memory; one plane or
+    seven planes at a time find the same points, in the same order, as the whole stack at once,
+    and every point lies on one of the first stack's slice planes."""
     axial, coronal = _pair(*t2w_crop, "box", 2)
     whole = crossings.crossing_points(axial, coronal, seed=1)
-    planes = crossings.crossing_points(axial, coronal, seed=1, chunk_voxels=1)
+    plane = coronal.data[0].size
+    assert coronal.data.shape[0] % 7  # seven planes at a time leave a shorter last piece
+    for chunk_voxels in (1, 7 * plane):
+        pieces = crossings.crossing_points(axial, coronal, seed=1, chunk_voxels=chunk_voxels)
+        assert all(np.array_equal(x, y) for x, y in zip(whole, pieces))
     assert len(whole[0]) >= crossings.MIN_POINTS
-    assert all(np.array_equal(x, y) for x, y in zip(whole, planes))
     ijk = np.linalg.solve(axial.affine, np.c_[whole[0], np.ones(len(whole[0]))].T).T[:, :3]
     assert np.allclose(ijk[:, axial.slice_axis], whole[1], atol=1e-6)
 
