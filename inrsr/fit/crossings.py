@@ -98,6 +98,20 @@ def _along(coeffs: np.ndarray, stack: Stack, points: np.ndarray, k: np.ndarray, 
     return out
 
 
+def _in_plane_view(stack: Stack, points: np.ndarray, direction: np.ndarray, offsets_mm: np.ndarray) -> np.ndarray:
+    """Whether ``points + offset · direction`` lies within ``stack``'s in-plane field of view (its
+    first to last voxel centre) for every offset (mm) of ``offsets_mm``; the field of view is
+    convex, so the two ends of a line decide."""
+    inverse = np.linalg.inv(stack.affine)
+    in_plane = [i for i in range(3) if i != stack.slice_axis]
+    last = np.array(stack.shape, dtype=np.float64)[in_plane] - 1.0
+    inside = np.ones(len(points), dtype=bool)
+    for off in offsets_mm:
+        ijk = apply_affine(inverse, points + off * direction[None, :])[:, in_plane]
+        inside &= np.all((ijk >= 0.0) & (ijk <= last), axis=1)
+    return inside
+
+
 def _profile_matrix(widths_mm: np.ndarray, offsets_mm: np.ndarray, kind: str) -> np.ndarray:
     """Weights (``(len(widths_mm), len(offsets_mm))``, rows summing to 1) that average samples at
     ``offsets_mm`` through a profile of each width; width 0 takes the sample at offset 0."""
@@ -117,29 +131,38 @@ def _profile_matrix(widths_mm: np.ndarray, offsets_mm: np.ndarray, kind: str) ->
 def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[float, float, int, float]:
     """The widths (mm) of ``a``'s and ``b``'s profiles (one contrast, slices crossing) under
     ``profile`` (``box`` or ``gaussian``) beyond the other stack's in-plane voxels, at which their
-    crossing lines agree best (see the module's description), the number of crossing points, and
-    the agreement there (1 when the two match exactly); ``nan`` widths and agreement with fewer
-    than :data:`MIN_POINTS` points.
+    crossing lines agree best (see the module's description), the number of crossing points whose
+    lines stay within both stacks' fields of view (beyond, the in-plane splines would mirror the
+    data), and the agreement there (1 when the two match exactly); ``nan`` widths and agreement
+    with fewer than :data:`MIN_POINTS` such points.
 
     Agreement is a correlation taken between points :data:`LAG_MM` apart along the crossing line,
     in both stacks' sharp directions: noise, independent from pixel to pixel, then adds nothing to
     it, whereas averaging noise away would raise a plain correlation with every width."""
     points, k_a, k_b = crossing_points(a, b, seed)
-    if len(points) < MIN_POINTS:
-        return float("nan"), float("nan"), len(points), float("nan")
     line = np.cross(slice_normal(a.affine), slice_normal(b.affine))
     shifted = points + LAG_MM * (line / np.linalg.norm(line))[None, :]
-    grids, samples = [], []
-    for judged, other, k_other in ((a, b, k_b), (b, a, k_a)):
+    sides = []
+    for judged, other in ((a, b), (b, a)):
         # ``other`` sampled across ``judged``'s slices, in ``other``'s own plane
         spacing = judged.slice_spacing_mm
         widths = np.arange(WIDTH_STEPS * MAX_SPACINGS + 1) * spacing / WIDTH_STEPS
         half = widths[-1] if profile == "gaussian" else widths[-1] / 2
         step = spacing / (2 * WIDTH_STEPS)
         offsets = np.arange(-round(half / step), round(half / step) + 1) * step
+        sides.append((other, slice_normal(judged.affine), widths, offsets))
+    # only lines that stay within the other stack's field of view: beyond it a spline mirrors the data
+    keep = np.ones(len(points), dtype=bool)
+    for other, direction, _, offsets in sides:
+        for pts in (points, shifted):
+            keep &= _in_plane_view(other, pts, direction, offsets[[0, -1]])
+    points, shifted, k_a, k_b = points[keep], shifted[keep], k_a[keep], k_b[keep]
+    if len(points) < MIN_POINTS:
+        return float("nan"), float("nan"), len(points), float("nan")
+    grids, samples = [], []
+    for (other, direction, widths, offsets), k_other in zip(sides, (k_b, k_a)):
         coeffs = spline_filter(other.data.astype(np.float64), order=3, mode="mirror")
         weights = _profile_matrix(widths, offsets, profile)
-        direction = slice_normal(judged.affine)
         grids.append(widths)
         samples.append([weights @ _along(coeffs, other, pts, k_other, direction, offsets) for pts in (points, shifted)])
     (b0, b1), (a0, a1) = [[x - x.mean(axis=1, keepdims=True) for x in pair] for pair in samples]
