@@ -103,11 +103,10 @@ def _thickness(widths_mm: list[float], estimators: list[str | None]) -> str:
     (``crossings`` or ``fit``), once when every stack's was found the same way."""
     if not widths_mm:
         return "–"
-    text = [f"{w:g}" for w in widths_mm]
-    found = [e for e in estimators if e]
-    if found and len(found) == len(estimators) and len(set(found)) == 1:
-        return ", ".join(text) + f" ({found[0]})"
-    return ", ".join(t + (f" ({e})" if e else "") for t, e in zip(text, estimators or [None] * len(text)))
+    labels = [f" ({e})" if e else "" for e in estimators] + [""] * (len(widths_mm) - len(estimators))
+    if len(set(labels)) == 1:
+        return ", ".join(f"{w:g}" for w in widths_mm) + labels[0]
+    return ", ".join(f"{w:g}{label}" for w, label in zip(widths_mm, labels))
 
 
 def _table(rows: list[dict]) -> str:

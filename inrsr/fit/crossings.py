@@ -62,7 +62,7 @@ def crossing_points(a: Stack, b: Stack, seed: int = 0,
     fg_a, fg_b = stack_foregrounds([a, b])
     inverse_a = np.linalg.inv(a.affine)
     ax = a.slice_axis
-    limit_mm = 0.5 * float(np.delete(b.spacing_mm, b.slice_axis).min())
+    limit_mm = 0.5 * float(b.spacing_mm[b.in_plane_axes].min())
     chunk = max(1, chunk_voxels // max(1, fg_b[0].size))
     kept_world, kept_k_a, kept_k_b = [], [], []
     for start in range(0, fg_b.shape[0], chunk):
@@ -103,7 +103,7 @@ def _in_plane_view(stack: Stack, points: np.ndarray, direction: np.ndarray, offs
     first to last voxel centre) for every offset (mm) of ``offsets_mm``; the field of view is
     convex, so the two ends of a line decide."""
     inverse = np.linalg.inv(stack.affine)
-    in_plane = [i for i in range(3) if i != stack.slice_axis]
+    in_plane = stack.in_plane_axes
     last = np.array(stack.shape, dtype=np.float64)[in_plane] - 1.0
     inside = np.ones(len(points), dtype=bool)
     for off in offsets_mm:
@@ -178,7 +178,7 @@ def pixel_width_mm(stack: Stack, direction: np.ndarray) -> float:
     """The extent (mm) of ``stack``'s voxels along the unit world ``direction``, over its in-plane
     axes: the width its in-plane sampling already gives a line sampled along ``direction``."""
     cosines = np.abs(direction @ direction_cosines(stack.affine))
-    in_plane = [i for i in range(3) if i != stack.slice_axis]
+    in_plane = stack.in_plane_axes
     return float(np.sum(cosines[in_plane] * stack.spacing_mm[in_plane]))
 
 

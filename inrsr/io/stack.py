@@ -79,6 +79,11 @@ class Stack:
         return slice_axis(self.affine)
 
     @property
+    def in_plane_axes(self) -> list[int]:
+        """The two array axes that span the slice planes (all but :attr:`slice_axis`)."""
+        return [i for i in range(3) if i != self.slice_axis]
+
+    @property
     def slice_spacing_mm(self) -> float:
         return float(self.spacing_mm[self.slice_axis])
 
