@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, config_tag, data_root, load_volume, prepare  # noqa: E402
+from cases import CASES, config_tag, data_root, load_volume, machine_name, prepare  # noqa: E402
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -178,7 +177,7 @@ def main() -> None:
                              "cubic": results.get("cubic", r),
                              "paper_epoch50_s": paper50})
     gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
-    header = (f"inrsr bench — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+    header = (f"inrsr bench — {time.strftime('%Y-%m-%d')}, {machine_name()}, "
               f"{torch.get_num_threads()} threads, device {device}{gpu}, torch {torch.__version__}, "
               f"paper budget {args.paper_budget:.0f} s, factor {args.factor}")
     text = header + "\n\n" + _table(rows) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,18 @@ CASES = {
 # The cases with one stack per contrast, of two contrasts (the paper's experiments compare the two).
 TWO_CONTRAST_CASES = tuple(name for name, case in CASES.items()
                            if len({c for c, _, _ in case.contrasts}) == len(case.contrasts) == 2)
+
+
+def machine_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the architecture: the tables' timings
+    depend on it, and the machine that runs them is not always the same."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def data_root() -> Path:

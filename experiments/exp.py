@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -49,7 +48,8 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, TWO_CONTRAST_CASES, config_tag, data_root, estimator_tag, load_volume, prepare  # noqa: E402
+from cases import (CASES, TWO_CONTRAST_CASES, config_tag, data_root, estimator_tag, load_volume,  # noqa: E402
+                   machine_name, prepare)
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -350,7 +350,7 @@ def main() -> None:
     budget = ("full budget (EXP_FULL=1)" if full else
               f"CPU budget: paper-network methods {args.inr_budget:.0f} s of training (bf16), SMORE "
               f"{args.smore_budget:.0f} s per stack")
-    header = (f"# inrsr experiments — {time.strftime('%Y-%m-%d')}\n\n`make exp` on {platform.machine()}, "
+    header = (f"# inrsr experiments — {time.strftime('%Y-%m-%d')}\n\n`make exp` on {machine_name()}, "
               f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, factor {args.factor}; {budget}. "
               "Gain over cubic in brackets. MI: between the two predicted contrasts inside the brain (nats); "
               "the truths' MI is in the column header.")
