@@ -60,7 +60,7 @@ def crossing_points(a: Stack, b: Stack, seed: int = 0,
     time, about ``chunk_voxels`` voxels (some 80 bytes each), so that only the points kept are held
     for all of it; the points do not depend on it."""
     fg_a, fg_b = stack_foregrounds([a, b])
-    inverse_a = np.linalg.inv(a.affine)
+    inverse_a, normal_a, upper_a = np.linalg.inv(a.affine), slice_normal(a.affine), np.array(a.shape) - 0.5
     ax = a.slice_axis
     limit_mm = 0.5 * float(b.spacing_mm[b.in_plane_axes].min())
     chunk = max(1, chunk_voxels // max(1, fg_b[0].size))
@@ -72,10 +72,10 @@ def crossing_points(a: Stack, b: Stack, seed: int = 0,
         ijk_a = apply_affine(inverse_a, world)
         k_a = np.round(ijk_a[:, ax])
         delta_mm = (ijk_a[:, ax] - k_a) * a.slice_spacing_mm
-        inside = np.all((ijk_a > -0.5) & (ijk_a < np.array(a.shape) - 0.5), axis=1)
+        inside = np.all((ijk_a > -0.5) & (ijk_a < upper_a), axis=1)
         keep = np.flatnonzero((np.abs(delta_mm) <= limit_mm) & inside)
         keep = keep[fg_a[tuple(np.round(ijk_a[keep]).astype(int).T)]]
-        kept_world.append(world[keep] - delta_mm[keep, None] * slice_normal(a.affine)[None, :])
+        kept_world.append(world[keep] - delta_mm[keep, None] * normal_a[None, :])
         kept_k_a.append(k_a[keep].astype(int))
         kept_k_b.append(ijk_b[keep, b.slice_axis])
     points, k_a, k_b = (np.concatenate(x) for x in (kept_world, kept_k_a, kept_k_b))
