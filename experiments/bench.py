@@ -46,8 +46,9 @@ from inrsr.evaluate.metrics import evaluate  # noqa: E402
 from inrsr.fit.thickness import with_thickness_estimates  # noqa: E402
 from inrsr.io.grids import reference_grid  # noqa: E402
 from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
-from inrsr.jobs.reconstruct import reconstruct  # noqa: E402
+from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.render import render_subject  # noqa: E402
+from inrsr.samples.training_set import stack_foregrounds  # noqa: E402
 
 METHODS = ("cubic", "fast", "default", "paper")
 
@@ -73,13 +74,18 @@ def run_method(spec: dict) -> dict:
         config = method_config(method, spec["device"], spec["paper_budget"])
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stack_list"]])
         t0 = time.perf_counter()
-        stacks = with_thickness_estimates(stacks, config)  # only where no sidecar tells the thickness
+        foregrounds = stack_foregrounds(stacks)  # once, as inrsr fit does
+        foregrounds_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # only where no sidecar tells the thickness
+        stacks = with_thickness_estimates(stacks, config, foregrounds=foregrounds)
         estimate_s = time.perf_counter() - t0
         out["thickness_mm"] = [round(s.slice_thickness_mm, 2) for s in stacks]
         out["thickness_estimator"] = [s.thickness_estimator if s.thickness_estimated else None for s in stacks]
         t0 = time.perf_counter()
-        recon = reconstruct(stacks, config)  # training voxels and cubic base, fit, back-projection
-        reconstruct_s = time.perf_counter() - t0
+        prepared = training_set(stacks, config, foregrounds=foregrounds)  # training voxels and cubic base
+        recon = reconstruct(stacks, config, prepared=prepared)  # fit, back-projection
+        reconstruct_s = foregrounds_s + time.perf_counter() - t0
         res, consistent_s = recon.fit, recon.consistency_s
         t0 = time.perf_counter()
         vols = render_subject(recon.field, grid, recon.subject, config)

@@ -62,6 +62,7 @@ from inrsr.io.stack import Stack, StackSpec, load_stacks  # noqa: E402
 from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.mi import mutual_information  # noqa: E402
 from inrsr.render import render_grid  # noqa: E402
+from inrsr.samples.training_set import stack_foregrounds  # noqa: E402
 
 METHODS = ("cubic", "smore", "single", "vanilla", "split", "default")
 # The methods that use a slice thickness, and so run on the protocols that do not tell it.
@@ -169,11 +170,15 @@ def run_method(spec: dict) -> dict:
         config = _inr_config(method, spec)
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
         t0 = time.perf_counter()
-        stacks = with_thickness_estimates(stacks, config)  # only where no sidecar tells the thickness
+        foregrounds = stack_foregrounds(stacks)  # once, as inrsr fit does
+        foregrounds_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # only where no sidecar tells the thickness
+        stacks = with_thickness_estimates(stacks, config, foregrounds=foregrounds)
         out["estimate_s"], out["thickness_mm"] = time.perf_counter() - t0, [s.slice_thickness_mm for s in stacks]
         t0 = time.perf_counter()
-        subject, train = training_set(stacks, config)
-        out["prepare_s"] = time.perf_counter() - t0
+        subject, train = training_set(stacks, config, foregrounds=foregrounds)
+        out["prepare_s"] = foregrounds_s + time.perf_counter() - t0
         probe = Probe(truths, mask, grid.affine, subject, train, config.precision)
         recon = reconstruct(stacks, config, prepared=(subject, train), callback=probe)
         res, consistent_s = recon.fit, recon.consistency_s

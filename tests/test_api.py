@@ -108,3 +108,22 @@ def test_input_mistakes_are_one_line(crop_stacks, call, message):
     with pytest.raises(InputError) as info:
         call(images["t1"])
     assert str(info.value) == message
+
+
+def test_each_foreground_is_found_once_when_the_thickness_is_estimated(crop_stacks, monkeypatch):
+    """The estimate and the fit after it share each stack's foreground (no mask given): one
+    search per stack, not one for each."""
+    import inrsr.samples.training_set as training_set
+
+    _, images, _ = crop_stacks
+    searched = []
+
+    def counted(data, *args, **kwargs):
+        searched.append(data.shape)
+        return estimate_foreground(data, *args, **kwargs)
+
+    estimate_foreground = training_set.estimate_foreground
+    monkeypatch.setattr(training_set, "estimate_foreground", counted)
+    out = inrsr.fit_stacks({"t1": images["t1"], "t2": images["t2"]}, preset="fast", max_steps=20, threads=1)
+    assert [s["thickness_source"] for s in out.log["stacks"]] == ["estimate", "estimate"]
+    assert searched == [images["t1"].shape, images["t2"].shape]

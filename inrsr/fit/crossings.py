@@ -49,8 +49,9 @@ LAG_MM = 2.0
 MIN_AGREEMENT = 0.99
 
 
-def crossing_points(a: Stack, b: Stack, seed: int = 0,
-                    chunk_voxels: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crossing_points(a: Stack, b: Stack, seed: int = 0, chunk_voxels: int = 1 << 20,
+                    foregrounds: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World points (mm, ``(N, 3)``) on the lines where ``a``'s slices cross ``b``'s, inside both
     stacks' foregrounds, with each point's slice index in ``a`` and in ``b``.
 
@@ -58,8 +59,9 @@ def crossing_points(a: Stack, b: Stack, seed: int = 0,
     planes, moved onto that plane along ``a``'s normal; at most :data:`MAX_POINTS`, drawn at
     random with ``seed``. ``b``'s voxels are visited a few planes of its first array axis at a
     time, about ``chunk_voxels`` voxels (some 80 bytes each), so that only the points kept are held
-    for all of it; the points do not depend on it."""
-    fg_a, fg_b = stack_foregrounds([a, b])
+    for all of it; the points do not depend on it. ``foregrounds``: the two stacks' foregrounds
+    (:func:`~inrsr.samples.training_set.stack_foregrounds`) when the caller has them."""
+    fg_a, fg_b = foregrounds if foregrounds is not None else stack_foregrounds([a, b])
     inverse_a, normal_a, upper_a = np.linalg.inv(a.affine), slice_normal(a.affine), np.array(a.shape) - 0.5
     ax = a.slice_axis
     limit_mm = 0.5 * float(b.spacing_mm[b.in_plane_axes].min())
@@ -128,18 +130,19 @@ def _profile_matrix(widths_mm: np.ndarray, offsets_mm: np.ndarray, kind: str) ->
     return np.array(rows)
 
 
-def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0) -> tuple[float, float, int, float]:
+def pair_widths_mm(a: Stack, b: Stack, profile: str, seed: int = 0,
+                   foregrounds: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float, int, float]:
     """The widths (mm) of ``a``'s and ``b``'s profiles (one contrast, slices crossing) under
     ``profile`` (``box`` or ``gaussian``) beyond the other stack's in-plane voxels, at which their
     crossing lines agree best (see the module's description), the number of crossing points whose
     lines stay within both stacks' fields of view (beyond, the in-plane splines would mirror the
     data), and the agreement there (1 when the two match exactly); ``nan`` widths and agreement
-    with fewer than :data:`MIN_POINTS` such points.
+    with fewer than :data:`MIN_POINTS` such points. ``foregrounds``: as :func:`crossing_points`'s.
 
     Agreement is a correlation taken between points :data:`LAG_MM` apart along the crossing line,
     in both stacks' sharp directions: noise, independent from pixel to pixel, then adds nothing to
     it, whereas averaging noise away would raise a plain correlation with every width."""
-    points, k_a, k_b = crossing_points(a, b, seed)
+    points, k_a, k_b = crossing_points(a, b, seed, foregrounds=foregrounds)
     line = np.cross(slice_normal(a.affine), slice_normal(b.affine))
     shifted = points + LAG_MM * (line / np.linalg.norm(line))[None, :]
     sides = []
@@ -192,20 +195,23 @@ def as_thickness_mm(width_mm: float, pixel_mm: float, profile: str) -> float:
     return float(np.hypot(width_mm, pixel_width))
 
 
-def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0) -> list[float | None]:
+def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0,
+                       foregrounds: list[np.ndarray] | None = None) -> list[float | None]:
     """Per stack, its slice thickness (mm) judged where its slices cross those of another stack of
     its contrast (:func:`pair_widths_mm`, made a thickness by :func:`as_thickness_mm`); of several
     such partners, the one with the most crossing points decides. ``None`` for a stack with no
     partner whose normal is at least 60 degrees from its own (:data:`MAX_COS`), whose crossings
     hold :data:`MIN_POINTS` points and agree to :data:`MIN_AGREEMENT`; a pair that agrees less
-    gets an :class:`~inrsr.errors.InputWarning`."""
+    gets an :class:`~inrsr.errors.InputWarning`. ``foregrounds``: every stack's
+    (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them."""
     best: list[tuple[int, float] | None] = [None] * len(stacks)
     normals = [slice_normal(s.affine) for s in stacks]
     for i in range(len(stacks)):
         for j in range(i + 1, len(stacks)):
             if stacks[i].contrast != stacks[j].contrast or abs(float(normals[i] @ normals[j])) > MAX_COS:
                 continue
-            wi, wj, n, agreement = pair_widths_mm(stacks[i], stacks[j], profile, seed)
+            pair = None if foregrounds is None else (foregrounds[i], foregrounds[j])
+            wi, wj, n, agreement = pair_widths_mm(stacks[i], stacks[j], profile, seed, pair)
             if n < MIN_POINTS:
                 continue
             if agreement < MIN_AGREEMENT:

@@ -78,38 +78,42 @@ def estimation_config(config: FitConfig) -> FitConfig:
     )
 
 
-def estimate_thickness_mm(stacks: list[Stack], config: FitConfig,
-                          progress: bool = False) -> tuple[np.ndarray, list[str]]:
+def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False,
+                          foregrounds: list[np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
     """Every stack's slice thickness (mm) under ``config``'s slice profile (``box`` or ``gaussian``),
     and how it was found (``crossings`` or ``fit``): judged where its slices cross those of
     another stack of its contrast (:func:`inrsr.fit.crossings.crossing_widths_mm`) when it has
     such a partner, else learned together with a small field (:func:`learned_thickness_mm`; run
     only when some stack has no partner). One within :data:`CONTIGUOUS` of the spacing is the
     spacing; the others are kept between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see
-    :func:`looks_point_sampled`). Deterministic for a given seed on CPU."""
+    :func:`looks_point_sampled`). Deterministic for a given seed on CPU. ``foregrounds``: every
+    stack's (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them."""
     if config.slice_profile == "point":
         raise ValueError("the point profile has no width to estimate")
-    judged = crossing_widths_mm(stacks, config.slice_profile, config.seed)
-    learned = learned_thickness_mm(stacks, config, progress) if any(w is None for w in judged) else None
+    judged = crossing_widths_mm(stacks, config.slice_profile, config.seed, foregrounds)
+    learned = None
+    if any(w is None for w in judged):
+        learned = learned_thickness_mm(stacks, config, progress, foregrounds)
     spacing = np.array([s.slice_spacing_mm for s in stacks])
     width = np.array([learned[k] if w is None else w for k, w in enumerate(judged)], dtype=np.float64) / spacing
     width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.clip(width, MIN_WIDTH, MAX_WIDTH))
     return width * spacing, ["fit" if w is None else "crossings" for w in judged]
 
 
-def learned_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False) -> np.ndarray:
+def learned_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False,
+                         foregrounds: list[np.ndarray] | None = None) -> np.ndarray:
     """Every stack's slice width (mm, unrounded and unbounded), learned together with a small
     field (see the module's description) under ``config``'s slice profile.
 
     Each width starts at the stack's slice spacing and is learned at a rate that rises over the
-    first :data:`WIDTH_WARMUP` of the steps."""
+    first :data:`WIDTH_WARMUP` of the steps. ``foregrounds``: as :func:`estimate_thickness_mm`'s."""
     from inrsr.fit.loop import Trainer
     from inrsr.samples.training_set import build_training_set
 
     est = estimation_config(config)
     at_spacing = [replace(s, thickness_mm=s.slice_spacing_mm, thickness_estimated=False) for s in stacks]
     subject, train = build_training_set(at_spacing, est.background_ratio, est.mi_points, est.seed,
-                                        est.slice_profile, est.profile_points)
+                                        est.slice_profile, est.profile_points, foregrounds=foregrounds)
     device = resolve_device(est.device)
     with torch_threads(est.threads):
         trainer = Trainer(train, subject.contrasts, est, device)
@@ -147,19 +151,22 @@ def disagrees(given_mm: float, estimate_mm: float) -> bool:
     return diff > DISAGREE_MM and diff > DISAGREE_FRACTION * given_mm
 
 
-def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: bool = False) -> list[Stack]:
+def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: bool = False,
+                             foregrounds: list[np.ndarray] | None = None) -> list[Stack]:
     """``stacks`` with their estimated thickness recorded (``estimated_thickness_mm``) and used
     where :func:`needs_estimate` says so; unchanged when no stack needs one.
 
     When some stack needs an estimate, every stack's width is learned, and a stack whose given
     thickness (sidecar or ``--thickness``) disagrees strongly with its estimate (:func:`disagrees`)
     gets an :class:`~inrsr.errors.InputWarning`; so does a stack whose estimate is used and looks
-    point-sampled (:func:`looks_point_sampled`).
+    point-sampled (:func:`looks_point_sampled`). ``foregrounds``: every stack's
+    (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them (the fit
+    that follows needs them too).
     """
     use = needs_estimate(stacks, config)
     if not any(use):
         return list(stacks)
-    widths, estimators = estimate_thickness_mm(stacks, config, progress)
+    widths, estimators = estimate_thickness_mm(stacks, config, progress, foregrounds)
     out = []
     for s, w, how, used in zip(stacks, widths, estimators, use):
         w = float(w)

@@ -246,15 +246,18 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     from inrsr.jobs.reconstruct import reconstruct, training_set
     from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
     from inrsr.render import render_subject
+    from inrsr.samples.training_set import stack_foregrounds
 
     stacks, config, grid = request.stacks, request.config, request.grid
     t0 = time.perf_counter()
     run.sources = source_hashes([p for p in request.inputs if p is not None and os.path.isfile(p)])
     t_estimate = 0.0
+    foregrounds = stack_foregrounds(stacks)  # once, for the estimate and the training set
     if any(needs_estimate(stacks, config)):
+        t1 = time.perf_counter()
         # in place: the log, the outputs and the report describe the stacks as fitted
-        request.stacks[:] = stacks = with_thickness_estimates(stacks, config, progress)
-        t_estimate = time.perf_counter() - t0
+        request.stacks[:] = stacks = with_thickness_estimates(stacks, config, progress, foregrounds)
+        t_estimate = time.perf_counter() - t1
         run.say("slice thickness estimated: " + ", ".join(
             f"stack {k} {s.estimated_thickness_mm:.2f} mm ({s.thickness_estimator})"
             for k, s in enumerate(stacks, start=1))
@@ -262,9 +265,8 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     for k, s in enumerate(stacks, start=1):
         run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "
                 f"{'given' if s.mask is not None else 'estimated'}")
-    subject, train = training_set(stacks, config)
+    subject, train = training_set(stacks, config, foregrounds=foregrounds)
     run.say(f"training set: {len(train)} voxels ({time.perf_counter() - t0:.1f} s)")
-    foregrounds = [m for m, _ in subject.foregrounds]
     warn_if_unrelated(stacks, foregrounds)
     init = None
     if request.registering and not request.resume:

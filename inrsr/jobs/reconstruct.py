@@ -58,14 +58,16 @@ def uses_base(config: FitConfig, stacks: list[Stack]) -> bool:
 
 
 def training_set(
-    stacks: list[Stack], config: FitConfig, exclude: list[np.ndarray | None] | None = None
+    stacks: list[Stack], config: FitConfig, exclude: list[np.ndarray | None] | None = None,
+    foregrounds: list[np.ndarray] | None = None,
 ) -> tuple[Subject, TrainingSet]:
     """The subject description and training tensors that ``config`` asks for (``exclude``: voxels
-    held out per stack, see :func:`~inrsr.samples.training_set.build_training_set`), with the base
-    of ``config.base`` (none when registering: the stacks move during the fit)."""
+    held out per stack; ``foregrounds``: the stacks' foregrounds when the caller has them; see
+    :func:`~inrsr.samples.training_set.build_training_set`), with the base of ``config.base``
+    (none when registering: the stacks move during the fit)."""
     subject, train = build_training_set(
         stacks, config.background_ratio, config.mi_points, config.seed, config.slice_profile, config.profile_points,
-        exclude,
+        exclude, foregrounds,
     )
     if uses_base(config, stacks):
         train = replace(train, base=cubic_base(stacks, subject, exclude, config.threads))

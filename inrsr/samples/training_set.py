@@ -105,6 +105,7 @@ def build_training_set(
     profile: str = "point",
     profile_points: int = 1,
     exclude: list[np.ndarray | None] | None = None,
+    foregrounds: list[np.ndarray] | None = None,
 ) -> tuple[Subject, TrainingSet]:
     """Sample every stack's voxels into one flat training set.
 
@@ -120,9 +121,10 @@ def build_training_set(
         slice normal and spans its slice thickness.
     exclude : optional boolean array per stack (``None`` for none): voxels held out of training
         altogether (see :mod:`inrsr.evaluate.consistency`).
+    foregrounds : every stack's foreground (:func:`stack_foregrounds`), when the caller has them.
     """
     rng = np.random.default_rng(seed)
-    foregrounds = stack_foregrounds(stacks)
+    foregrounds = foregrounds if foregrounds is not None else stack_foregrounds(stacks)
     subject = describe_subject(stacks, foregrounds)
     coords, values, cids, sids, fg_coords = [], [], [], [], []
     for k, (stack, fg) in enumerate(zip(stacks, foregrounds)):

@@ -45,7 +45,7 @@ def _pair(volume: np.ndarray, affine: np.ndarray, profile: str, thickness_vox: f
     return out
 
 
-def _no_learned_fit(stacks, config, progress=False):
+def _no_learned_fit(stacks, config, progress=False, foregrounds=None):
     raise AssertionError("the learned estimate ran")
 
 
@@ -158,7 +158,7 @@ def test_the_learned_estimate_runs_only_for_stacks_without_a_partner(t2w_crop, m
     assert widths == pytest.approx([2.0, 2.0], abs=0.5) and how == ["crossings", "crossings"]
     calls = []
 
-    def learned(stacks, config, progress=False):
+    def learned(stacks, config, progress=False, foregrounds=None):
         calls.append(len(stacks))
         return np.full(len(stacks), 3.0)
 

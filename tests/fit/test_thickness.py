@@ -54,7 +54,7 @@ def test_an_estimate_at_the_lower_bound_is_used_with_a_warning(monkeypatch):
     thickness is compared with it as any estimate is."""
     import inrsr.fit.thickness as thickness
 
-    monkeypatch.setattr(thickness, "estimate_thickness_mm", lambda stacks, config, progress=False:
+    monkeypatch.setattr(thickness, "estimate_thickness_mm", lambda stacks, config, progress=False, foregrounds=None:
                         (np.array([0.08, 0.08]), ["fit", "fit"]))
     stacks = [_stack("t1"), _stack("t2", 1.0, "option")]
     stacks[0].path, stacks[1].path = "t1.nii.gz", "t2.nii.gz"
