@@ -37,18 +37,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import CASES, config_tag, data_root, load_volume, machine_name, prepare  # noqa: E402
+from cases import CASES, config_tag, data_root, estimated_stacks, load_volume, machine_name, prepare  # noqa: E402
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
 from inrsr.device import resolve_device  # noqa: E402
 from inrsr.evaluate.metrics import evaluate  # noqa: E402
-from inrsr.fit.thickness import with_thickness_estimates  # noqa: E402
 from inrsr.io.grids import reference_grid  # noqa: E402
 from inrsr.io.stack import StackSpec, load_stacks  # noqa: E402
 from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.render import render_subject  # noqa: E402
-from inrsr.samples.training_set import stack_foregrounds  # noqa: E402
 
 METHODS = ("cubic", "fast", "default", "paper")
 
@@ -73,13 +71,7 @@ def run_method(spec: dict) -> dict:
     else:
         config = method_config(method, spec["device"], spec["paper_budget"])
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stack_list"]])
-        t0 = time.perf_counter()
-        foregrounds = stack_foregrounds(stacks)  # once, as inrsr fit does
-        foregrounds_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # only where no sidecar tells the thickness
-        stacks = with_thickness_estimates(stacks, config, foregrounds=foregrounds)
-        estimate_s = time.perf_counter() - t0
+        stacks, foregrounds, foregrounds_s, estimate_s = estimated_stacks(stacks, config)
         out["thickness_mm"] = [round(s.slice_thickness_mm, 2) for s in stacks]
         out["thickness_estimator"] = [s.thickness_estimator if s.thickness_estimated else None for s in stacks]
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from inrsr.fit import crossings, thickness
 from inrsr.io.files import sidecar_path, write_thickness_sidecar
 from inrsr.io.nifti import HeaderCodes, load_image, save_nifti
 from inrsr.acquisition.simulate import simulate_stack, simulated_thickness_mm, view_axis
+from inrsr.samples.training_set import stack_foregrounds
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "INRSR_DATA"
@@ -153,6 +155,17 @@ def config_tag(config) -> str:
     :data:`~inrsr.config.RUN_ONLY_OPTIONS`) and what a thickness estimate under it depends on, so
     that the runs without a given thickness follow the estimator (told runs are renamed with them)."""
     return _tag({**_result_options(config), "thickness_estimator": _estimator_fingerprint(config)})
+
+
+def estimated_stacks(stacks: list, config) -> tuple[list, list[np.ndarray], float, float]:
+    """``stacks`` with their thickness estimated where no sidecar tells it, as ``inrsr fit`` does:
+    each stack's foreground found once, for the estimate and the training set after it. Returns
+    the stacks, the foregrounds, and the seconds the foregrounds and the estimate took."""
+    t0 = time.perf_counter()
+    foregrounds = stack_foregrounds(stacks)
+    t1 = time.perf_counter()
+    stacks = thickness.with_thickness_estimates(stacks, config, foregrounds=foregrounds)
+    return stacks, foregrounds, t1 - t0, time.perf_counter() - t1
 
 
 def estimator_tag() -> str:

@@ -48,8 +48,8 @@ import torch
 from scipy.ndimage import map_coordinates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import (CASES, TWO_CONTRAST_CASES, config_tag, data_root, estimator_tag, load_volume,  # noqa: E402
-                   machine_name, prepare)
+from cases import (CASES, TWO_CONTRAST_CASES, config_tag, data_root, estimated_stacks, estimator_tag,  # noqa: E402
+                   load_volume, machine_name, prepare)
 
 from inrsr.baselines.interpolate import interpolate_to_grid  # noqa: E402
 from inrsr.config import preset  # noqa: E402
@@ -57,12 +57,11 @@ from inrsr.device import torch_threads  # noqa: E402
 from inrsr.evaluate.metrics import evaluate, psnr  # noqa: E402
 from inrsr.geometry import apply_affine, world_axis_of  # noqa: E402
 from inrsr.io.grids import reference_grid  # noqa: E402
-from inrsr.fit.thickness import single_stack_estimate_mm, with_thickness_estimates  # noqa: E402
+from inrsr.fit.thickness import single_stack_estimate_mm  # noqa: E402
 from inrsr.io.stack import Stack, StackSpec, load_stacks  # noqa: E402
 from inrsr.jobs.reconstruct import reconstruct, training_set  # noqa: E402
 from inrsr.mi import mutual_information  # noqa: E402
 from inrsr.render import render_grid  # noqa: E402
-from inrsr.samples.training_set import stack_foregrounds  # noqa: E402
 
 METHODS = ("cubic", "smore", "single", "vanilla", "split", "default")
 # The methods that use a slice thickness, and so run on the protocols that do not tell it.
@@ -169,13 +168,8 @@ def run_method(spec: dict) -> dict:
     else:
         config = _inr_config(method, spec)
         stacks = load_stacks([StackSpec(c, p) for c, p in paths["stacks"].items()])
-        t0 = time.perf_counter()
-        foregrounds = stack_foregrounds(stacks)  # once, as inrsr fit does
-        foregrounds_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # only where no sidecar tells the thickness
-        stacks = with_thickness_estimates(stacks, config, foregrounds=foregrounds)
-        out["estimate_s"], out["thickness_mm"] = time.perf_counter() - t0, [s.slice_thickness_mm for s in stacks]
+        stacks, foregrounds, foregrounds_s, out["estimate_s"] = estimated_stacks(stacks, config)
+        out["thickness_mm"] = [s.slice_thickness_mm for s in stacks]
         t0 = time.perf_counter()
         subject, train = training_set(stacks, config, foregrounds=foregrounds)
         out["prepare_s"] = foregrounds_s + time.perf_counter() - t0

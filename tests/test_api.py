@@ -116,13 +116,12 @@ def test_each_foreground_is_found_once_when_the_thickness_is_estimated(crop_stac
     import inrsr.samples.training_set as training_set
 
     _, images, _ = crop_stacks
-    searched = []
+    searched, estimate_foreground = [], training_set.estimate_foreground
 
     def counted(data, *args, **kwargs):
         searched.append(data.shape)
         return estimate_foreground(data, *args, **kwargs)
 
-    estimate_foreground = training_set.estimate_foreground
     monkeypatch.setattr(training_set, "estimate_foreground", counted)
     out = inrsr.fit_stacks({"t1": images["t1"], "t2": images["t2"]}, preset="fast", max_steps=20, threads=1)
     assert [s["thickness_source"] for s in out.log["stacks"]] == ["estimate", "estimate"]
