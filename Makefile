@@ -33,7 +33,7 @@ bench: install
 # (about 110 min on 2 CPU cores; resumable). Tables in experiments/results/thickness/bench.md and
 # smore/results.md
 bench-thickness: install
-	$(BIN)/python experiments/bench.py --cases brats,msseg,brats_t2w,msseg_t1 \
+	$(BIN)/python experiments/bench.py --cases brats,msseg,brats_t2w,msseg_t1,brats_sag,msseg_sag \
 		--protocols point,point-untold,slab,slab-untold,gap,gap-untold \
 		--methods cubic,default --out bench_out --results experiments/results/thickness
 	$(BIN)/python experiments/exp.py --cases brats,msseg --protocols slab,slab-untold,point-untold --methods cubic,smore \

@@ -73,12 +73,18 @@ CASES = {
     # two stacks' interpolations, as the cubic base averages a contrast's stacks.
     "brats_t2w": Case("brats_t2w", "brats_gli_00001", (("t2", "t2w.nii.gz", "axial"), ("t2", "t2w.nii.gz", "coronal"))),
     "msseg_t1": Case("msseg_t1", "open_ms/patient07", (("t1", "t1.nii.gz", "axial"), ("t1", "t1.nii.gz", "coronal"))),
+    # The two-contrast pairs with a sagittal stack instead of the coronal one (slice normal along
+    # L–R, the world axis the learned thickness estimate treats apart): for the thickness bench.
+    "brats_sag": Case("brats_sag", "brats_gli_00001", (("t1", "t1c.nii.gz", "axial"), ("t2", "t2w.nii.gz", "sagittal"))),
+    "msseg_sag": Case("msseg_sag", "open_ms/patient07", (("t1", "t1.nii.gz", "sagittal"), ("flair", "flair.nii.gz", "axial"))),
 }
 
 
-# The cases with one stack per contrast, of two contrasts (the paper's experiments compare the two).
+# The cases with one stack per contrast, of two contrasts, in the paper's views (axial and
+# coronal): the paper's experiments compare the two.
 TWO_CONTRAST_CASES = tuple(name for name, case in CASES.items()
-                           if len({c for c, _, _ in case.contrasts}) == len(case.contrasts) == 2)
+                           if len({c for c, _, _ in case.contrasts}) == len(case.contrasts) == 2
+                           and all(view != "sagittal" for _, _, view in case.contrasts))
 
 
 def machine_name() -> str:

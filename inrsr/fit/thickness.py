@@ -27,9 +27,10 @@ from inrsr.config import PRESETS, FitConfig
 from inrsr.device import resolve_device, torch_threads
 from inrsr.errors import InputWarning
 from inrsr.fit.crossings import crossing_widths_mm
+from inrsr.geometry import slice_normal
 from inrsr.io.stack import Stack
 
-__all__ = ["WIDTH_STEPS", "estimation_config", "wants_estimate", "needs_estimate", "estimate_thickness_mm",
+__all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate", "estimate_thickness_mm",
            "learned_thickness_mm", "with_thickness_estimates", "disagrees", "looks_point_sampled",
            "single_stack_estimate_mm"]
 
@@ -78,6 +79,27 @@ def estimation_config(config: FitConfig) -> FitConfig:
     )
 
 
+def estimation_turn(affines: list[np.ndarray]) -> np.ndarray:
+    """A turn of the world by 90° (4×4, about the origin) under which the estimating fit sees the
+    stacks of voxel-centre → world ``affines``, so that no slice normal lies along world x (L–R,
+    sagittal stacks) when an axis is free for it. Along the hash grid's first axis, whose hash
+    factor is 1, the learned width of 2 mm sagittal slices 4 mm apart came out 0 mm in half the
+    runs and that of 4 mm sagittal slabs as low as 2.2 mm; the same stacks turned so that their
+    normals lie along y or z came out 1.3-3.0 and 3.2-4.5 mm (docs/experiment-log.md, 2026-12-02). Each normal counts for the world
+    axis it is closest to; x is turned onto z when z is free (about y), else onto y (about z). The
+    identity when no normal is closest to x or every axis has one. The widths, along each stack's
+    own normal, do not change meaning under the turn."""
+    taken = {int(np.argmax(np.abs(slice_normal(a)))) for a in affines}
+    turn = np.eye(4)
+    if 0 not in taken or len(taken) == 3:
+        return turn
+    if 2 not in taken:  # x → z, z → −x (about y)
+        turn[:3, :3] = [[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    else:  # x → y, y → −x (about z)
+        turn[:3, :3] = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    return turn
+
+
 def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool = False,
                           foregrounds: list[np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
     """Every stack's slice thickness (mm) under ``config``'s slice profile (``box`` or ``gaussian``),
@@ -106,12 +128,15 @@ def learned_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool 
     field (see the module's description) under ``config``'s slice profile.
 
     Each width starts at the stack's slice spacing and is learned at a rate that rises over the
-    first :data:`WIDTH_WARMUP` of the steps. ``foregrounds``: as :func:`estimate_thickness_mm`'s."""
+    first :data:`WIDTH_WARMUP` of the steps. The fit sees the world turned by
+    :func:`estimation_turn`. ``foregrounds``: as :func:`estimate_thickness_mm`'s."""
     from inrsr.fit.loop import Trainer
     from inrsr.samples.training_set import build_training_set
 
     est = estimation_config(config)
-    at_spacing = [replace(s, thickness_mm=s.slice_spacing_mm, thickness_estimated=False) for s in stacks]
+    turn = estimation_turn([s.affine for s in stacks])
+    at_spacing = [replace(s, affine=turn @ s.affine, thickness_mm=s.slice_spacing_mm, thickness_estimated=False)
+                  for s in stacks]
     subject, train = build_training_set(at_spacing, est.background_ratio, est.mi_points, est.seed,
                                         est.slice_profile, est.profile_points, foregrounds=foregrounds)
     device = resolve_device(est.device)

@@ -16,7 +16,8 @@ from inrsr.acquisition.simulate import simulate_stack
 from inrsr.config import preset
 from inrsr.errors import InputWarning
 from inrsr.fit.thickness import (
-    MIN_WIDTH, WIDTH_STEPS, disagrees, estimation_config, looks_point_sampled, needs_estimate, with_thickness_estimates,
+    MIN_WIDTH, WIDTH_STEPS, disagrees, estimation_config, estimation_turn, looks_point_sampled, needs_estimate,
+    with_thickness_estimates,
 )
 from inrsr.io.stack import Stack
 from tests.fit.conftest import brats_crop
@@ -153,3 +154,50 @@ def test_a_gaussian_profile_recovered_on_the_phantom(phantom):
     stacks = [Stack(*simulate_stack(vols[c], affine, axis, 4, "gaussian"), c) for c, axis in (("t1", 2), ("t2", 1))]
     out = with_thickness_estimates(stacks, preset("default", slice_profile="gaussian", threads=2))
     assert [s.estimated_thickness_mm for s in out] == pytest.approx([4.0, 4.0], abs=0.5)
+
+
+def _view(normal_axis: int) -> np.ndarray:
+    """An affine of 1 × 1 × 4 mm voxels whose slice normal is the world axis ``normal_axis``."""
+    a = np.eye(4)
+    order = [i for i in range(3) if i != normal_axis] + [normal_axis]
+    a[:3, :3] = np.eye(3)[:, order] @ np.diag([1.0, 1.0, 4.0])
+    return a
+
+
+@pytest.mark.parametrize("normals, x_goes_to", [
+    ((2, 1), None), ((2, 1, 0), None), ((2, 2), None),  # no sagittal stack, or every axis taken
+    ((2, 0), 1), ((0, 1), 2), ((0,), 2), ((0, 0, 2), 1),
+])
+def test_the_estimating_fit_turns_sagittal_normals_onto_a_free_axis(normals, x_goes_to):
+    turn = estimation_turn([_view(n) for n in normals])
+    if x_goes_to is None:
+        np.testing.assert_array_equal(turn, np.eye(4))
+        return
+    assert np.allclose(turn[:3, :3] @ turn[:3, :3].T, np.eye(3)) and np.linalg.det(turn[:3, :3]) == pytest.approx(1.0)
+    np.testing.assert_array_equal(turn[:3, 0], np.eye(3)[x_goes_to])  # world x onto the free axis
+    turned = {int(np.argmax(np.abs(turn[:3, :3] @ np.eye(3)[n]))) for n in normals}
+    assert 0 not in turned and len(turned) == len(set(normals))  # no normal on x, none merged
+
+
+def test_an_oblique_axial_stack_counts_as_axial():
+    oblique = _view(2)
+    c, s = np.cos(np.deg2rad(20)), np.sin(np.deg2rad(20))
+    oblique[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ oblique[:3, :3]  # 20° about A–P
+    np.testing.assert_array_equal(estimation_turn([oblique, _view(1)]), np.eye(4))
+    assert estimation_turn([oblique, _view(0)])[:3, 0] @ np.eye(3)[1] == 1.0
+
+
+def test_sagittal_thin_slices_with_gaps_are_not_read_as_point_samples(shared_data):
+    """The MS T1 sagittal and FLAIR axial, 2 mm slices 4 mm apart, whole volumes, no thickness
+    given. Measured (2026-12-02): 1.36 and 1.33 mm; before the estimating fit turned sagittal
+    normals off the hash grid's first axis the T1 came out at 0 mm (read as point samples)."""
+    d = shared_data / "open_ms" / "patient07"
+    stacks = []
+    for name, axis in (("t1", 0), ("flair", 2)):
+        img = nib.load(str(d / f"{name}.nii.gz"))
+        stacks.append(Stack(*simulate_stack(np.asarray(img.dataobj, np.float32), img.affine, axis, 4, "box", 2), name))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = with_thickness_estimates(stacks, preset("default", threads=2))
+    assert [s.estimated_thickness_mm for s in out] == pytest.approx([2.0, 2.0], abs=0.8)
+    assert not [w for w in seen if issubclass(w.category, InputWarning)]  # none looks point-sampled
