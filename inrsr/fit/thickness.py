@@ -30,9 +30,9 @@ from inrsr.fit.crossings import crossing_widths_mm
 from inrsr.geometry import slice_normal
 from inrsr.io.stack import Stack
 
-__all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate", "estimate_thickness_mm",
-           "learned_thickness_mm", "with_thickness_estimates", "disagrees", "looks_point_sampled",
-           "single_stack_estimate_mm"]
+__all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate",
+           "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates", "disagrees",
+           "looks_point_sampled", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 200
@@ -85,10 +85,10 @@ def estimation_turn(affines: list[np.ndarray]) -> np.ndarray:
     sagittal stacks) when an axis is free for it. Along the hash grid's first axis, whose hash
     factor is 1, the learned width of 2 mm sagittal slices 4 mm apart came out 0 mm in half the
     runs and that of 4 mm sagittal slabs as low as 2.2 mm; the same stacks turned so that their
-    normals lie along y or z came out 1.3-3.0 and 3.2-4.5 mm (docs/experiment-log.md, 2026-12-02). Each normal counts for the world
-    axis it is closest to; x is turned onto z when z is free (about y), else onto y (about z). The
-    identity when no normal is closest to x or every axis has one. The widths, along each stack's
-    own normal, do not change meaning under the turn."""
+    normals lie along y or z came out 1.3-3.0 and 3.2-4.5 mm (docs/experiment-log.md, 2026-12-02,
+    commit e518090). Each normal counts for the world axis it is closest to; x is turned onto z
+    when z is free (about y), else onto y (about z); the identity when no normal is closest to x
+    or every axis has one. The widths, along each stack's own normal, keep their meaning."""
     taken = {int(np.argmax(np.abs(slice_normal(a)))) for a in affines}
     turn = np.eye(4)
     if 0 not in taken or len(taken) == 3:

@@ -1,7 +1,7 @@
 """Slice thickness estimation (inrsr/fit/thickness.py): which stacks are estimated, and the widths
 recovered on a shared BraTS subject (a crop, and whole volumes for a Gaussian profile) for box,
 thin-slice-with-gap, point and Gaussian stacks, and on the head phantom for box, thin-slice-with-gap
-and Gaussian stacks."""
+and Gaussian stacks; how the estimating fit turns sagittal stacks, and their gaps on a shared subject."""
 
 from __future__ import annotations
 
