@@ -30,8 +30,8 @@ bench: install
 
 # The fit told each slice thickness vs. the same stacks without sidecars (estimated): BraTS and MS
 # pairs of two contrasts (also with a sagittal stack) and of one contrast in two views; and SMORE
-# with its single-stack estimate (about 120 min on 2 CPU cores; resumable). Tables in experiments/results/thickness/bench.md and
-# smore/results.md
+# with its single-stack estimate (about 120 min on 2 CPU cores; resumable). Tables in
+# experiments/results/thickness/bench.md and smore/results.md
 bench-thickness: install
 	$(BIN)/python experiments/bench.py --cases brats,msseg,brats_t2w,msseg_t1,brats_sag,msseg_sag \
 		--protocols point,point-untold,slab,slab-untold,gap,gap-untold \
