@@ -239,8 +239,9 @@ def fit(t1, t2, flair, extra, masks, thicknesses, ref, resolution, output, prese
         estimated = [f"{Path(r['path']).name} {r['estimated_thickness_mm']:.2f} mm ({r.get('thickness_estimator')})"
                      for r in summary["stacks"]
                      if r.get("estimated_thickness_mm") is not None]
-        if estimated:
-            click.echo(f"slice thickness estimated in {s['thickness_estimate']:.1f} s: {', '.join(estimated)}", err=True)
+        if estimated:  # no time when a resumed fit took the interrupted one's estimates
+            when = f" in {s['thickness_estimate']:.1f} s" if s["thickness_estimate"] > 0 else " by the interrupted fit"
+            click.echo(f"slice thickness estimated{when}: {', '.join(estimated)}", err=True)
 
 
 @main.command(context_settings=CONTEXT)

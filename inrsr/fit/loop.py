@@ -130,16 +130,18 @@ class Trainer:
     seconds so far; its own time is counted neither in ``seconds`` nor against ``time_limit_s``.
     With ``state_path``, the training state is saved there every ``checkpoint_every_s`` seconds
     and when interrupted (then :class:`KeyboardInterrupt` is raised), and the finished fit's
-    state when it ends (the caller removes it once the outputs are written). A loss that is not
-    finite stops the fit with :class:`~inrsr.errors.FitError`.
+    state when it ends (the caller removes it once the outputs are written), with
+    ``stack_thickness`` (:func:`inrsr.fit.thickness.thickness_record`) when given. A loss that is
+    not finite stops the fit with :class:`~inrsr.errors.FitError`.
     """
 
     def __init__(
         self, train: TrainingSet, contrasts: list[str], config: FitConfig, device: torch.device,
         initial_poses: np.ndarray | None = None, callback: StepCallback | None = None,
-        state_path: str | os.PathLike | None = None,
+        state_path: str | os.PathLike | None = None, stack_thickness: list[dict] | None = None,
     ):
         self.config, self.device, self.callback, self.state_path = config, device, callback, state_path
+        self.stack_thickness = stack_thickness
         self.contrasts = list(contrasts)
         self.model = build_field(contrasts, config, train.mm_per_unit, train.base).to(device)
         self.poses = make_poses(train, config, device, initial_poses)
@@ -201,6 +203,7 @@ class Trainer:
             "mi_curve": self.result.mi_curve, "loss_curve": self.result.loss_curve, "step": self.step, "epoch": epoch, "batch": batch,
             "seconds": time.perf_counter() - self.start, "epoch_rng": self.epoch_rng,
             "rng": self.generator.get_state(), "sums": self.sums.cpu(), "counts": self.counts.cpu(),
+            "stack_thickness": self.stack_thickness,
         })
 
     # -- the loop ------------------------------------------------------------------------------
@@ -356,6 +359,7 @@ def fit_field(
     resume: bool = False,
     initial_poses: np.ndarray | None = None,
     progress_every_s: float = PROGRESS_EVERY_S,
+    stack_thickness: list[dict] | None = None,
 ) -> FitResult:
     """Fit a new field to ``train``: Adam on the sum over contrasts of each contrast's MSE.
 
@@ -371,7 +375,8 @@ def fit_field(
     training state is saved there every ``checkpoint_every_s`` seconds and when the fit is
     interrupted (``KeyboardInterrupt``), and the finished fit's state at the end; ``resume=True``
     continues from that file (or takes the finished fit from it), and the result equals an
-    uninterrupted run's on CPU. The caller removes the file once it has written what it needs.
+    uninterrupted run's on CPU. The caller removes the file once it has written what it needs;
+    ``stack_thickness`` is saved with the state for it (see :class:`Trainer`).
     A loss that is not finite stops the fit with :class:`~inrsr.errors.FitError`.
 
     ``initial_poses`` ``(S, 6)``: each stack's starting rotation (degrees) and shift (mm) when
@@ -382,7 +387,7 @@ def fit_field(
     """
     device = resolve_device(config.device)
     with torch_threads(config.threads):
-        trainer = Trainer(train, contrasts, config, device, initial_poses, callback, state_path)
+        trainer = Trainer(train, contrasts, config, device, initial_poses, callback, state_path, stack_thickness)
         if resume:
             trainer.restore(load_fit_state(state_path, config, len(train)))
         return trainer.run(progress, progress_every_s)

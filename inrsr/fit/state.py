@@ -15,7 +15,8 @@ from inrsr.errors import InputError
 from inrsr.field.checkpoint import read_tagged
 from inrsr.io.files import atomic_path
 
-__all__ = ["STATE_FORMAT", "RESUME_MAY_CHANGE", "InterruptFlag", "save_fit_state", "load_fit_state"]
+__all__ = ["STATE_FORMAT", "RESUME_MAY_CHANGE", "InterruptFlag", "save_fit_state", "load_fit_state",
+           "saved_thickness"]
 
 STATE_FORMAT = "inrsr-fit-state-1"
 # Options that do not change the optimisation and may differ when resuming.
@@ -64,3 +65,10 @@ def load_fit_state(path: str | os.PathLike | None, config: FitConfig, n_points: 
     if state["n_points"] != n_points:
         raise InputError(f"{p}: cannot resume: the inputs differ from the interrupted fit's")
     return state
+
+
+def saved_thickness(path: str | os.PathLike) -> list[dict] | None:
+    """The stacks' slice thickness an interrupted fit's state at ``path`` records
+    (:func:`inrsr.fit.thickness.thickness_record`); ``None`` for a state saved without it."""
+    state = read_tagged(Path(path), STATE_FORMAT, "inrsr fit state", "no interrupted fit to resume (the state file is missing)")
+    return state.get("stack_thickness")

@@ -25,14 +25,15 @@ import torch
 
 from inrsr.config import PRESETS, FitConfig
 from inrsr.device import resolve_device, torch_threads
-from inrsr.errors import InputWarning
+from inrsr.errors import InputError, InputWarning
 from inrsr.fit.crossings import crossing_widths_mm
 from inrsr.geometry import slice_normal
 from inrsr.io.stack import Stack
 
 __all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate",
-           "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates", "disagrees",
-           "looks_point_sampled", "single_stack_estimate_mm"]
+           "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates", "with_estimates",
+           "thickness_record", "with_recorded_thickness", "disagrees", "looks_point_sampled",
+           "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 200
@@ -188,19 +189,26 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
     (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them (the fit
     that follows needs them too).
     """
-    use = needs_estimate(stacks, config)
-    if not any(use):
+    if not any(needs_estimate(stacks, config)):
         return list(stacks)
     widths, estimators = estimate_thickness_mm(stacks, config, progress, foregrounds)
+    return with_estimates(stacks, config, [float(w) for w in widths], estimators)
+
+
+def with_estimates(stacks: list[Stack], config: FitConfig, widths_mm: list[float],
+                   estimators: list[str]) -> list[Stack]:
+    """``stacks`` with the thickness estimates ``widths_mm`` (made by ``estimators``) recorded,
+    used where :func:`needs_estimate` says so, and warned about as
+    :func:`with_thickness_estimates` says."""
+    use = needs_estimate(stacks, config)
     out = []
-    for s, w, how, used in zip(stacks, widths, estimators, use):
-        w = float(w)
+    for s, w, how, used in zip(stacks, widths_mm, estimators, use):
         if s.thickness_source in ("sidecar", "option") and disagrees(s.slice_thickness_mm, w):
             warnings.warn(
                 f"{s.path}: its slice thickness is given as {s.slice_thickness_mm:g} mm ({s.thickness_source}) but "
                 f"its voxels look {w:.1f} mm thick ({config.slice_profile} profile, slice spacing "
                 f"{s.slice_spacing_mm:.3g} mm); {'the estimate is used' if used else 'the given one is used'}",
-                InputWarning, stacklevel=2)
+                InputWarning, stacklevel=3)
         elif used:
             _warn_if_point_sampled(s, w)
         if used:
@@ -209,6 +217,32 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
         else:
             out.append(replace(s, estimated_thickness_mm=w, thickness_estimator=how))
     return out
+
+
+def thickness_record(stacks: list[Stack]) -> list[dict]:
+    """Per stack, the slice thickness (mm) a fit of ``stacks`` uses and the estimate it was given
+    (``None`` when none was made), for an interrupted fit's state: a resumed fit must train with
+    the same widths (:func:`with_recorded_thickness`), and the estimate is not repeatable across
+    devices."""
+    return [{"thickness_mm": s.slice_thickness_mm, "estimated_thickness_mm": s.estimated_thickness_mm,
+             "thickness_estimator": s.thickness_estimator} for s in stacks]
+
+
+def with_recorded_thickness(stacks: list[Stack], config: FitConfig, record: list[dict], where: str) -> list[Stack]:
+    """``stacks`` with the estimates of an interrupted fit's :func:`thickness_record` applied as
+    :func:`with_estimates` does (no estimate is made again). :class:`~inrsr.errors.InputError`
+    (naming ``where``, the state file) when the stacks would not be fitted with the widths that
+    fit used: another number of stacks, or a thickness given differently."""
+    if len(record) != len(stacks):
+        raise InputError(f"{where}: cannot resume: the inputs differ from the interrupted fit's")
+    if all(r["estimated_thickness_mm"] is not None for r in record):
+        stacks = with_estimates(stacks, config, [float(r["estimated_thickness_mm"]) for r in record],
+                                [str(r["thickness_estimator"]) for r in record])
+    for s, r in zip(stacks, record):
+        if abs(s.slice_thickness_mm - float(r["thickness_mm"])) > 1e-6 * float(r["thickness_mm"]):
+            raise InputError(f"{where}: cannot resume: {s.path} would be fitted with a slice thickness of "
+                             f"{s.slice_thickness_mm:.3g} mm, the interrupted fit used {float(r['thickness_mm']):.3g} mm")
+    return stacks
 
 
 def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads: int = 0, device: str = "auto",

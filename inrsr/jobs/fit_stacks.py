@@ -242,7 +242,8 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     grid and check that every voxel is finite (:class:`~inrsr.errors.FitError` otherwise).
     Writes nothing but the training state, when the request has a ``state_path``."""
     from inrsr.fit.progress import PROGRESS_EVERY_S, VERBOSE_EVERY_S
-    from inrsr.fit.thickness import needs_estimate, with_thickness_estimates
+    from inrsr.fit.state import saved_thickness
+    from inrsr.fit.thickness import needs_estimate, with_recorded_thickness, with_thickness_estimates
     from inrsr.jobs.reconstruct import reconstruct, training_set
     from inrsr.register.joint import initial_alignment, registration_report, warn_if_unrelated
     from inrsr.render import render_subject
@@ -253,15 +254,17 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     run.sources = source_hashes([p for p in request.inputs if p is not None and os.path.isfile(p)])
     t_estimate = 0.0
     foregrounds = stack_foregrounds(stacks)  # once, for the estimate and the training set
-    if any(needs_estimate(stacks, config)):
+    record = saved_thickness(request.state_path) if request.resume else None
+    if record is not None:  # the widths the interrupted fit trained with, not a new estimate
+        request.stacks[:] = stacks = with_recorded_thickness(stacks, config, record, str(request.state_path))
+        if any(s.estimated_thickness_mm is not None for s in stacks):
+            run.say(f"slice thickness as the interrupted fit estimated it: {_estimates(stacks)}")
+    elif any(needs_estimate(stacks, config)):
         t1 = time.perf_counter()
         # in place: the log, the outputs and the report describe the stacks as fitted
         request.stacks[:] = stacks = with_thickness_estimates(stacks, config, progress, foregrounds)
         t_estimate = time.perf_counter() - t1
-        run.say("slice thickness estimated: " + ", ".join(
-            f"stack {k} {s.estimated_thickness_mm:.2f} mm ({s.thickness_estimator})"
-            for k, s in enumerate(stacks, start=1))
-            + f" ({t_estimate:.1f} s)")
+        run.say(f"slice thickness estimated: {_estimates(stacks)} ({t_estimate:.1f} s)")
     for k, s in enumerate(stacks, start=1):
         run.say(f"stack {k}: {s.describe()}; thickness from {s.thickness_source}, foreground mask "
                 f"{'given' if s.mask is not None else 'estimated'}")
@@ -293,3 +296,9 @@ def fit_and_render(request: FitRequest, progress: bool, run: FitRun) -> Fitted:
     check_finite_volumes(volumes, request.paths or {c: f"the {c} volume" for c in volumes})
     return Fitted(recon, grid, volumes, request.ref_codes or stacks[0].codes, transforms,
                   {"prepare": t_prep, "render": t_render, "thickness_estimate": t_estimate})
+
+
+def _estimates(stacks: list[Stack]) -> str:
+    """Every stack's estimated slice thickness and its estimator, for a progress line."""
+    return ", ".join(f"stack {k} {s.estimated_thickness_mm:.2f} mm ({s.thickness_estimator})"
+                     for k, s in enumerate(stacks, start=1))

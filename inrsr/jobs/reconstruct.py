@@ -16,6 +16,7 @@ from inrsr.field.correction import stack_residuals
 from inrsr.field.network import Field
 from inrsr.fit.loop import FitResult, StepCallback, fit_field
 from inrsr.fit.progress import PROGRESS_EVERY_S
+from inrsr.fit.thickness import thickness_record
 from inrsr.io.stack import Stack
 from inrsr.register.joint import registered_stacks
 from inrsr.samples.training_set import Subject, TrainingSet, build_training_set
@@ -106,12 +107,14 @@ def reconstruct(
     ``prepared``: the result of :func:`training_set` for these stacks and options, when the
     caller needed it before the fit (otherwise it is built here). ``exclude``: voxels held out
     per stack. ``progress``, ``callback``, ``state_path``, ``resume``, ``initial_poses`` and
-    ``progress_every_s`` are those of :func:`~inrsr.fit.loop.fit_field`. With registration, the
+    ``progress_every_s`` are those of :func:`~inrsr.fit.loop.fit_field`; the state saved at
+    ``state_path`` records the stacks' slice thickness (:func:`~inrsr.fit.thickness.thickness_record`). With registration, the
     stacks, their foregrounds and the residuals are taken where the fit placed the stacks.
     """
     subject, train = prepared if prepared is not None else training_set(stacks, config, exclude)
     result = fit_field(train, subject.contrasts, config, progress=progress, callback=callback, state_path=state_path,
-                       resume=resume, initial_poses=initial_poses, progress_every_s=progress_every_s)
+                       resume=resume, initial_poses=initial_poses, progress_every_s=progress_every_s,
+                       stack_thickness=thickness_record(stacks))
     matrices, moved = None, list(stacks)
     if result.poses is not None:
         matrices = result.poses.world_matrices(subject.normaliser)

@@ -78,3 +78,41 @@ def test_an_unrelated_stack_is_reported(phantom_stacks, tmp_path):
     code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "o2", *FAST,
                         "--max-steps", "2"])
     assert code == 0 and "warning" not in err
+
+
+def test_a_resumed_fit_trains_with_the_interrupted_fits_thickness_estimates(phantom_stacks, tmp_path, monkeypatch):
+    """The estimate is not repeated on resume (it need not be repeatable across devices): the
+    state records every stack's thickness, and a thickness given differently is refused."""
+    import inrsr.fit.thickness
+    import inrsr.render
+    from inrsr.fit.state import saved_thickness
+
+    tmp, p = phantom_stacks
+    out = tmp_path / "out"
+    args = ["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", out, *FAST]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(inrsr.render, "render_subject", interrupt)  # the fit has ended: its state is kept
+        code, err, _ = run(args)
+    assert code == 130 and "--resume" in err
+    record = saved_thickness(out / "fit_state.pt")
+    assert [r["estimated_thickness_mm"] is not None for r in record] == [True, True]
+    assert [r["thickness_mm"] for r in record] == [r["estimated_thickness_mm"] for r in record]
+
+    code, err, _ = run([*args, "--resume", "--thickness", "20"])  # above any estimate (4 spacings)
+    assert code == 2 and err.count("inrsr: error:") == 1
+    assert "fit_state.pt: cannot resume" in err and "t1ax.nii.gz" in err and "20 mm" in err
+
+    def no_estimate(*a, **k):
+        raise AssertionError("estimated again on resume")
+
+    monkeypatch.setattr(inrsr.fit.thickness, "estimate_thickness_mm", no_estimate)
+    code, err, _ = run([*args, "--resume"])
+    assert code == 0, err
+    log = json.loads((out / "log.json").read_text())
+    assert [s["thickness_mm"] for s in log["stacks"]] == [r["thickness_mm"] for r in record]
+    assert [s["thickness_source"] for s in log["stacks"]] == ["estimate", "estimate"]
+    assert not (out / "fit_state.pt").exists()
