@@ -129,8 +129,8 @@ class FitConfig(ToolConfig):
         "auto", "auto: estimate the slice thickness (the profile's width) of every stack whose thickness is not "
         "given (no --thickness, no SliceThickness in a BIDS sidecar), and use it: judged where its slices cross "
         "those of a stack of its contrast, else by a short fit in which each stack's width is learned; always: "
-        "estimate and use it for every stack; off: take the slice spacing when it is not given (docs/design.md, "
-        "\"Slice thickness estimation\")", THICKNESS_ESTIMATES,
+        "estimate and use it for every stack; off: take the slice spacing when it is not given. Box and gaussian "
+        "profiles only (docs/design.md, \"Slice thickness estimation\")", THICKNESS_ESTIMATES,
     )
     # regulariser: finite differences of the field at random points (fills the space between slices)
     reg_weight: float = option_field(0.0, "weight of the smoothness penalty (0: off)")
@@ -244,6 +244,9 @@ class FitConfig(ToolConfig):
         if self.es_buffer < 2:
             raise InputError(f"--es-buffer must be at least 2, got {self.es_buffer}")
         check_choices(self)
+        if self.thickness_estimate == "always" and self.slice_profile == "point":
+            raise InputError("--thickness-estimate always needs --slice-profile box or gaussian: the point profile "
+                             "has no slice thickness to estimate")
         return self
 
 

@@ -217,8 +217,8 @@ def crossing_widths_mm(stacks: list[Stack], profile: str, seed: int = 0,
             if agreement < MIN_AGREEMENT:
                 warnings.warn(f"{stacks[i].path} and {stacks[j].path}: where their slices cross, the two "
                               f"{stacks[i].contrast} stacks agree to only {agreement:.3f} (below {MIN_AGREEMENT}): "
-                              f"moved between the scans, or not one contrast; their slice thickness is learned "
-                              f"instead (give --thickness if you know it)", InputWarning, stacklevel=2)
+                              f"moved between the scans, or not one contrast; their crossings are not used to judge "
+                              f"a slice thickness", InputWarning, stacklevel=2)
                 continue
             for k, partner, w in ((i, j, wi), (j, i, wj)):
                 if best[k] is None or n > best[k][0]:

@@ -109,7 +109,7 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     such a partner, else learned together with a small field (:func:`learned_thickness_mm`; run
     only when some stack has no partner). One within :data:`CONTIGUOUS` of the spacing is the
     spacing; the others are kept between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see
-    :func:`looks_point_sampled`). Deterministic for a given seed on CPU. ``foregrounds``: every
+    :func:`looks_point_sampled`), and none beyond the stack's extent along its slice axis. Deterministic for a given seed on CPU. ``foregrounds``: every
     stack's (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them."""
     if config.slice_profile == "point":
         raise ValueError("the point profile has no width to estimate")
@@ -120,6 +120,8 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     spacing = np.array([s.slice_spacing_mm for s in stacks])
     width = np.array([learned[k] if w is None else w for k, w in enumerate(judged)], dtype=np.float64) / spacing
     width = np.where(np.abs(width - 1.0) <= CONTIGUOUS, 1.0, np.clip(width, MIN_WIDTH, MAX_WIDTH))
+    n_slices = np.array([s.shape[s.slice_axis] for s in stacks])
+    width = np.minimum(width, n_slices)  # a thickness is never beyond the stack's whole extent
     return width * spacing, ["fit" if w is None else "crossings" for w in judged]
 
 

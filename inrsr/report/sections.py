@@ -248,7 +248,8 @@ def profiles(ev: Evidence) -> Section:
     guide = paragraph(
         f"The forward model makes each voxel as the '{ev.config.slice_profile}' profile of its slice thickness "
         "across the slice. 'thickness from': a BIDS sidecar's SliceThickness, --thickness, the estimate made from "
-        "the voxels before the fit (when neither was given), or the slice spacing (estimation off). 'estimated mm': "
+        "the voxels before the fit (when neither was given, or with --thickness-estimate always), or the slice "
+        "spacing (estimation off, or the point profile). 'estimated mm': "
         "that estimate, when one was made; a given thickness far from it is a warning. 'estimated by': 'crossings' "
         "where the stack's slices cross those of a stack of its contrast and the two were compared there, 'fit' "
         "where its width was learned by a short fit of the field.", "guide")

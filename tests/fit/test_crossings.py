@@ -184,5 +184,5 @@ def test_stacks_moved_between_scans_are_not_judged_and_say_so(t2w_crop):
     lines = [str(w.message) for w in seen if issubclass(w.category, InputWarning)]
     assert len(lines) == 1 and lines[0].startswith("t2_axial.nii.gz and t2_coronal.nii.gz: where their slices cross, "
                                                    "the two t2 stacks agree to only 0.")
-    assert lines[0].endswith("(below 0.99): moved between the scans, or not one contrast; their slice thickness is "
-                             "learned instead (give --thickness if you know it)")
+    assert lines[0].endswith("(below 0.99): moved between the scans, or not one contrast; their crossings are not "
+                             "used to judge a slice thickness")

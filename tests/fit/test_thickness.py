@@ -14,7 +14,7 @@ import pytest
 from inrsr.acquisition.phantom import head_phantom
 from inrsr.acquisition.simulate import simulate_stack
 from inrsr.config import preset
-from inrsr.errors import InputWarning
+from inrsr.errors import InputError, InputWarning
 from inrsr.fit.thickness import (
     MIN_WIDTH, WIDTH_STEPS, disagrees, estimation_config, estimation_turn, looks_point_sampled, needs_estimate,
     with_thickness_estimates,
@@ -68,6 +68,23 @@ def test_an_estimate_at_the_lower_bound_is_used_with_a_warning(monkeypatch):
     assert [str(w.message) for w in seen] == [
         "t1.nii.gz: its voxels look like point samples (slice thickness estimated at the lower bound, 0.08 mm, "
         "for a slice spacing of 4 mm); 0.08 mm is used: give --thickness if its slices are thicker"]
+
+
+def test_an_estimate_is_never_beyond_the_stacks_extent(monkeypatch):
+    """Four spacings at most, and never more than the stack's slices span (a given thickness
+    beyond that is refused when the stack is loaded again, by `inrsr check` and the report)."""
+    import inrsr.fit.thickness as thickness
+
+    monkeypatch.setattr(thickness, "learned_thickness_mm", lambda *a, **k: np.array([100.0, 100.0]))
+    three = Stack(np.zeros((4, 4, 3), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]), "t1")
+    widths, how = thickness.estimate_thickness_mm([three, _stack("t2")], preset("default"))
+    assert widths.tolist() == [12.0, 16.0] and how == ["fit", "fit"]
+
+
+def test_always_estimating_needs_a_profile_with_a_width():
+    with pytest.raises(InputError, match="--thickness-estimate always needs --slice-profile box or gaussian"):
+        preset("paper", thickness_estimate="always").validate()
+    preset("paper", thickness_estimate="always", slice_profile="box").validate()
 
 
 def test_an_estimate_looks_point_sampled_only_at_the_lower_bound():
