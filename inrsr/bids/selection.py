@@ -557,9 +557,7 @@ def _thickness(path: str, metadata: dict[str, Any]) -> float | None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
         return float(value)
-    warnings.warn(f"{path}: SliceThickness {json.dumps(value)} in its sidecar is not a positive number of mm; "
-                  "ignored", InputWarning, stacklevel=5)
-    return None
+    raise InputError(f"{path}: SliceThickness {json.dumps(value)} in its sidecar is not a positive number of mm")
 
 
 def _not_thick(run: Run, metadata: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ import csv
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import tempfile
@@ -294,12 +295,25 @@ def write_thickness_sidecar(path: str | os.PathLike, thickness_mm: float) -> Pat
 
 
 def sidecar_thickness(path: Path) -> float | None:
-    """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image, if any."""
+    """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image;
+    ``None`` when there is no sidecar or it gives none (absent or ``null``).
+    :class:`InputError` naming the sidecar when it cannot be read, is not a JSON object, or gives
+    a ``SliceThickness`` that is not a positive finite number (a crafted or damaged file is not
+    ignored: the fit would silently take another thickness)."""
     sidecar = sidecar_path(path)
-    if not sidecar.is_file():
+    if not os.path.lexists(sidecar):  # a broken link is a sidecar that cannot be read
         return None
     try:
-        value = json.loads(sidecar.read_text()).get("SliceThickness")
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{sidecar}: cannot read this sidecar ({type(exc).__name__})") from None
+    except ValueError as exc:
+        raise InputError(f"{sidecar}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{sidecar}: not a JSON object, so not a BIDS sidecar")
+    value = meta.get("SliceThickness")
+    if value is None:
         return None
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{sidecar}: SliceThickness {json.dumps(value)} is not a positive number of mm")
+    return float(value)

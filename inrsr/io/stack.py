@@ -14,7 +14,7 @@ import numpy as np
 
 from inrsr.errors import InputError, InputWarning
 from inrsr.geometry import overlap_fraction, slice_axis, voxel_sizes_mm
-from inrsr.io.files import check_input_file, sidecar_thickness
+from inrsr.io.files import check_input_file, sidecar_path, sidecar_thickness
 from inrsr.io.nifti import HeaderCodes, image_data, load_image, load_mask
 
 __all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "stack_from_image", "check_stack_set", "CONTRAST_NAME", "MIN_OVERLAP"]
@@ -27,6 +27,9 @@ FEW_SLICES = 4
 FEW_VOXELS = 64
 # Slices thicker than this many slice spacings are reported (they overlap that many times).
 THICK_SLICES = 4.0
+# Slices thinner than this fraction of their spacing are reported (below the thickness estimate's
+# lower bound, 0.02 spacings, so that an estimate read back by `inrsr check` is not).
+THIN_SLICES = 0.01
 
 
 @dataclass
@@ -141,19 +144,21 @@ def load_stack(
     ------
     InputError
         When the file is missing/unreadable/not 3D, contains NaN or infinite values, is
-        constant, or the thickness is not a positive finite number no larger than the stack's
-        extent along its slice axis.
+        constant, its sidecar cannot be read or gives no valid ``SliceThickness``
+        (:func:`~inrsr.io.files.sidecar_thickness`), or the thickness is not a positive finite
+        number no larger than the stack's extent along its slice axis.
 
     Warns (:class:`InputWarning`) about fewer than :data:`FEW_SLICES` slices, fewer than
     :data:`FEW_VOXELS` voxels that differ from the background, and slices thicker than
-    :data:`THICK_SLICES` slice spacings.
+    :data:`THICK_SLICES` or thinner than :data:`THIN_SLICES` slice spacings.
     """
     data, img = load_image(path, "stack")
     p = Path(path)
     from_sidecar = thickness_mm is None
     if from_sidecar:
         thickness_mm = sidecar_thickness(p)
-    stack = _checked_stack(data, img, contrast, str(p), thickness_mm)
+    origin = f" (SliceThickness of {sidecar_path(p)})" if from_sidecar else ""
+    stack = _checked_stack(data, img, contrast, str(p), thickness_mm, origin)
     stack.thickness_from_sidecar = from_sidecar and thickness_mm is not None
     if mask_path is not None:
         stack.mask = load_mask(mask_path, data.shape, img.affine)
@@ -169,33 +174,38 @@ def stack_from_image(img: nib.Nifti1Image, contrast: str, name: str, thickness_m
 
 
 def _checked_stack(data: np.ndarray, img: nib.Nifti1Image, contrast: str, name: str,
-                   thickness_mm: float | None) -> Stack:
+                   thickness_mm: float | None, origin: str = "") -> Stack:
     """A :class:`Stack` of ``data`` with ``img``'s affine and header codes, after the checks every
-    stack passes: finite and not constant voxels, a usable thickness (see :func:`_check_slices`)."""
+    stack passes: finite and not constant voxels, a usable thickness (see :func:`_check_slices`;
+    ``origin`` says in its messages where the thickness came from)."""
     if not np.all(np.isfinite(data)):
         raise InputError(f"{name}: contains NaN or infinite values")
     if float(data.max()) == float(data.min()):
         raise InputError(f"{name}: image is constant (all voxels = {float(data.min()):g}); nothing to fit")
     stack = Stack(data=data, affine=np.asarray(img.affine, dtype=np.float64), contrast=contrast, path=name,
                   thickness_mm=thickness_mm, codes=HeaderCodes.from_header(img.header))
-    _check_slices(stack)
+    _check_slices(stack, origin)
     return stack
 
 
-def _check_slices(stack: Stack) -> None:
-    """The thickness must be usable; few slices, few informative voxels and very thick slices
-    are reported (see :func:`load_stack`)."""
+def _check_slices(stack: Stack, origin: str = "") -> None:
+    """The thickness must be usable; few slices, few informative voxels and very thick or thin
+    slices are reported (see :func:`load_stack`; ``origin``: where the thickness came from, for
+    the messages)."""
     n_slices = stack.shape[stack.slice_axis]
     spacing, extent = stack.slice_spacing_mm, stack.shape[stack.slice_axis] * stack.slice_spacing_mm
     thickness = stack.thickness_mm
     if thickness is not None and not (np.isfinite(thickness) and thickness > 0):
-        raise InputError(f"{stack.path}: slice thickness must be a positive number of mm, got {thickness}")
+        raise InputError(f"{stack.path}: slice thickness must be a positive number of mm, got {thickness}{origin}")
     if thickness is not None and thickness > extent:
-        raise InputError(f"{stack.path}: slice thickness {thickness:g} mm exceeds the stack's whole extent along its "
-                         f"slice axis ({n_slices} slices × {spacing:.3g} mm)")
+        raise InputError(f"{stack.path}: slice thickness {thickness:g} mm{origin} exceeds the stack's whole extent "
+                         f"along its slice axis ({n_slices} slices × {spacing:.3g} mm)")
     if thickness is not None and thickness > THICK_SLICES * spacing:
-        warnings.warn(f"{stack.path}: slices {thickness:g} mm thick are {thickness / spacing:.1f} times their spacing "
-                      f"({spacing:.3g} mm); is the thickness right?", InputWarning, stacklevel=3)
+        warnings.warn(f"{stack.path}: slices {thickness:g} mm thick{origin} are {thickness / spacing:.1f} times their "
+                      f"spacing ({spacing:.3g} mm); is the thickness right?", InputWarning, stacklevel=3)
+    if thickness is not None and thickness < THIN_SLICES * spacing:
+        warnings.warn(f"{stack.path}: slices {thickness:.3g} mm thick{origin} are under {THIN_SLICES:.0%} of their "
+                      f"spacing ({spacing:.3g} mm); is the thickness right?", InputWarning, stacklevel=3)
     if n_slices < FEW_SLICES:
         warnings.warn(f"{stack.path}: only {n_slices} slice{'s' if n_slices > 1 else ''} along its slice axis "
                       f"{stack.slice_axis}", InputWarning, stacklevel=3)

@@ -258,13 +258,14 @@ def test_selection_record_is_json_ready(dataset):
                                      "reason": "isotropic 3D run (1×1×1 mm): nothing to super-resolve"}
 
 
-def test_an_invalid_slice_thickness_is_ignored_with_a_warning(tmp_path):
+def test_an_invalid_slice_thickness_is_refused(tmp_path):
+    """Not ignored: the run would be fitted with another thickness than its sidecar meant."""
     root = make_dataset(tmp_path / "bids", {"sub-01/anat/sub-01_T2w.nii.gz": THICK_AXIAL,
                                             "sub-01/anat/sub-01_T1w.nii.gz": ISOTROPIC},
                         {"sub-01/anat/sub-01_T2w.json": {"SliceThickness": "4mm"}})
-    with pytest.warns(InputWarning, match=r'sub-01_T2w.nii.gz: SliceThickness "4mm" in its sidecar is not a positive'):
-        (selection,) = select_stacks(root)
-    assert [r.thickness_mm for r in selection.runs] == [None]
+    with pytest.raises(InputError, match=r'sub-01_T2w.nii.gz: SliceThickness "4mm" in its sidecar is not a positive '
+                                         r'number of mm$'):
+        select_stacks(root)
 
 
 def test_importing_the_package_imports_neither_torch_nor_pybids():

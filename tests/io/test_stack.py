@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from inrsr.errors import InputError
+from inrsr.errors import InputError, InputWarning
 from inrsr.io.stack import load_stack
 from tests.conftest import write_nifti
 from tests.test_geometry import AFFINES
@@ -27,6 +27,48 @@ def test_thickness_sidecar_override_and_default(tmp_path):
     assert given.slice_thickness_mm == pytest.approx(4.0) and given.thickness_source == "option"
     with pytest.raises(InputError, match="thickness must be a positive number"):
         load_stack(path, "t2", thickness_mm=-1.0)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"SliceThickness": "4mm"}', 'SliceThickness "4mm" is not a positive number of mm'),
+    ('{"SliceThickness": true}', "SliceThickness true is not a positive number of mm"),
+    ('{"SliceThickness": -8}', "SliceThickness -8 is not a positive number of mm"),
+    ('{"SliceThickness": NaN}', "SliceThickness NaN is not a positive number of mm"),
+    ('{"SliceThickness": [8]}', "SliceThickness [8] is not a positive number of mm"),
+    ('{"SliceThickness": 8,', "not valid JSON (Expecting property name"),
+    ("", "not valid JSON (Expecting value"),
+    ("[8]", "not a JSON object, so not a BIDS sidecar"),
+    (None, "cannot read this sidecar (FileNotFoundError)"),  # a link to nothing
+])
+def test_a_sidecar_that_gives_no_valid_thickness_is_refused_by_name(tmp_path, text, problem):
+    """Not ignored: the stack would be fitted with another thickness than its sidecar meant."""
+    data = np.random.default_rng(0).uniform(size=(8, 6, 9)).astype(np.float32)
+    path = write_nifti(tmp_path / "t2_cor.nii.gz", data, AFFINES["permuted"])
+    sidecar = tmp_path / "t2_cor.json"
+    if text is None:
+        sidecar.symlink_to(tmp_path / "gone.json")
+    else:
+        sidecar.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_stack(path, "t2")
+    assert str(err.value).startswith(f"{sidecar}: {problem}")
+    assert load_stack(path, "t2", thickness_mm=2.0).slice_thickness_mm == 2.0  # an option does not read it
+
+
+def test_a_sidecar_thickness_out_of_range_is_named_and_a_null_one_is_none(tmp_path):
+    data = np.random.default_rng(0).uniform(size=(8, 6, 9)).astype(np.float32)
+    path = write_nifti(tmp_path / "t2_cor.nii.gz", data, AFFINES["permuted"])  # 6 slices 3 mm apart
+    sidecar = tmp_path / "t2_cor.json"
+    sidecar.write_text('{"SliceThickness": 1e300}')
+    with pytest.raises(InputError, match=f"t2_cor.nii.gz: slice thickness 1e\\+300 mm \\(SliceThickness of {sidecar}\\) "
+                                         "exceeds the stack's whole extent"):
+        load_stack(path, "t2")
+    sidecar.write_text('{"SliceThickness": 1e-300}')
+    with pytest.warns(InputWarning, match=f"t2_cor.nii.gz: slices 1e-300 mm thick \\(SliceThickness of {sidecar}\\) "
+                                          "are under 1% of their spacing \\(3 mm\\); is the thickness right\\?"):
+        assert load_stack(path, "t2").slice_thickness_mm == 1e-300
+    sidecar.write_text('{"SliceThickness": null, "EchoTime": 0.1}')
+    assert load_stack(path, "t2").thickness_source == "spacing"
 
 
 def test_trailing_singleton_axis_and_user_mask(tmp_path):
