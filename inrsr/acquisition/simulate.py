@@ -16,6 +16,9 @@ __all__ = ["VIEWS", "PROFILES", "view_axis", "simulate_stack", "simulated_thickn
 VIEWS = {"sagittal": 0, "coronal": 1, "axial": 2}  # world axis across which slices are thick
 # The slice profiles a thick stack can be simulated with (see inrsr.acquisition.profiles).
 PROFILES = ("point", "box", "gaussian")
+# A Gaussian narrower than this standard deviation (voxels) changes no value by a float32 step,
+# and below about 1e-150 its weights divide by zero: it is not applied.
+MIN_SIGMA_VOX = 1e-3
 
 
 def view_axis(affine: np.ndarray, view: str) -> int:
@@ -49,7 +52,7 @@ def simulate_stack(
     profile = profile_name(profile, allowed=PROFILES)
     data = np.asarray(data, dtype=np.float32)
     width = float(factor if thickness_vox is None else thickness_vox)
-    if profile == "gaussian":
+    if profile == "gaussian" and fwhm_to_sigma(width) >= MIN_SIGMA_VOX:  # narrower: point samples already
         data = ndimage.gaussian_filter1d(data, fwhm_to_sigma(width), axis=axis, mode="constant", truncate=3.0)
     if profile in ("point", "gaussian"):
         new_affine, new_shape = rescaled_affine(affine, data.shape, axis, factor, keep="centre")

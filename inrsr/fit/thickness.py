@@ -32,7 +32,7 @@ from inrsr.io.stack import Stack
 
 __all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate",
            "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates", "with_estimates",
-           "thickness_record", "with_recorded_thickness", "disagrees", "looks_point_sampled",
+           "thickness_record", "with_recorded_thickness", "disagrees", "warn_if_disagrees", "looks_point_sampled",
            "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
@@ -179,6 +179,19 @@ def disagrees(given_mm: float, estimate_mm: float) -> bool:
     return diff > DISAGREE_MM and diff > DISAGREE_FRACTION * given_mm
 
 
+def warn_if_disagrees(stack: Stack, width_mm: float, profile: str, used: bool) -> bool:
+    """One :class:`~inrsr.errors.InputWarning` when ``stack``'s given thickness (sidecar or
+    ``--thickness``) disagrees strongly with its estimate ``width_mm`` (:func:`disagrees`) under
+    ``profile``, saying which of the two is ``used``; whether it warned."""
+    if stack.thickness_source not in ("sidecar", "option") or not disagrees(stack.slice_thickness_mm, width_mm):
+        return False
+    warnings.warn(f"{stack.path}: its slice thickness is given as {stack.slice_thickness_mm:g} mm "
+                  f"({stack.thickness_source}) but its voxels look {width_mm:.1f} mm thick ({profile} profile, slice "
+                  f"spacing {stack.slice_spacing_mm:.3g} mm); {'the estimate' if used else 'the given one'} is used",
+                  InputWarning, stacklevel=3)
+    return True
+
+
 def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: bool = False,
                              foregrounds: list[np.ndarray] | None = None) -> list[Stack]:
     """``stacks`` with their estimated thickness recorded (``estimated_thickness_mm``) and used
@@ -205,13 +218,7 @@ def with_estimates(stacks: list[Stack], config: FitConfig, widths_mm: list[float
     use = needs_estimate(stacks, config)
     out = []
     for s, w, how, used in zip(stacks, widths_mm, estimators, use):
-        if s.thickness_source in ("sidecar", "option") and disagrees(s.slice_thickness_mm, w):
-            warnings.warn(
-                f"{s.path}: its slice thickness is given as {s.slice_thickness_mm:g} mm ({s.thickness_source}) but "
-                f"its voxels look {w:.1f} mm thick ({config.slice_profile} profile, slice spacing "
-                f"{s.slice_spacing_mm:.3g} mm); {'the estimate is used' if used else 'the given one is used'}",
-                InputWarning, stacklevel=3)
-        elif used:
+        if not warn_if_disagrees(s, w, config.slice_profile, used) and used:
             _warn_if_point_sampled(s, w)
         if used:
             out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w,

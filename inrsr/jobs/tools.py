@@ -55,6 +55,7 @@ def simulate_file(
         raise InputError(f"{hr}: --thickness {thickness_mm:g} mm exceeds axis {ax}'s extent")
     lr, lr_affine = simulate_stack(data, img.affine, ax, factor, profile, width_vox)
     thickness = simulated_thickness_mm(img.affine, ax, factor, profile, width_vox)
+    check_finite_volumes({"stack": lr}, {"stack": output})
     save_nifti(lr, lr_affine, output, HeaderCodes.from_header(img.header))
     description = (f"thick-slice stack simulated from {os.path.abspath(hr)}: thick along its array axis {ax}, "
                    f"{profile} slice profile {thickness:g} mm thick, slices {factor} voxels apart, in its intensity "
@@ -127,10 +128,11 @@ def smore_file(input_path: str, output: str, ref: str | None, resolution: float 
         raise InputError(f"{input_path}: {exc}") from None
     resolve_device(config.device)
     grid, ref_codes = stack_output_grid(stack.shape, stack.affine, ref, resolution)
-    from inrsr.fit.thickness import single_stack_estimate_mm, wants_estimate
+    from inrsr.fit.thickness import single_stack_estimate_mm, wants_estimate, warn_if_disagrees
 
     if wants_estimate(config.thickness_estimate, stack):
         width = single_stack_estimate_mm(stack, config.profile, config.seed, config.threads, config.device, progress)
+        warn_if_disagrees(stack, width, config.profile, used=True)
         stack = replace(stack, thickness_mm=width, thickness_estimated=True, estimated_thickness_mm=width,
                         thickness_estimator="fit")
         config = config.replace(thickness_mm=width).validate()

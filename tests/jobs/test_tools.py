@@ -9,6 +9,7 @@ import json
 from contextlib import redirect_stderr
 
 import nibabel as nib
+import numpy as np
 
 from inrsr import __version__
 from inrsr.io.stack import load_stack
@@ -75,3 +76,36 @@ def test_smore_sidecar_lists_its_options(phantom_stacks, tmp_path):
     lines = stderr.getvalue().splitlines()  # not a terminal: progress lines
     assert lines[0] == "inrsr: smore train step 0/3 (0 %), 0 s elapsed"
     assert lines[-1].startswith("inrsr: smore train step 3/3 (100 %)")
+
+
+def test_smore_warns_when_the_estimate_it_uses_disagrees_with_a_given_thickness(phantom_stacks, tmp_path,
+                                                                                monkeypatch):
+    import warnings
+
+    import inrsr.fit.thickness
+
+    from inrsr.errors import InputWarning
+
+    tmp, paths = phantom_stacks
+    monkeypatch.setattr(inrsr.fit.thickness, "single_stack_estimate_mm", lambda *a, **k: 9.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        info = smore_file(str(paths["t1ax"]), str(tmp_path / "s.nii.gz"), None, None, 2.0, False, progress=False,
+                          profile="box", patch_size=16, batch_size=2, iterations=1, features=4, blocks=1, device="cpu",
+                          threads=1, thickness_estimate="always")
+    assert info["thickness_source"] == "estimate"
+    assert [str(w.message) for w in seen if issubclass(w.category, InputWarning)] == [
+        f"{paths['t1ax']}: its slice thickness is given as 2 mm (option) but its voxels look 9.0 mm thick (box "
+        "profile, slice spacing 4 mm); the estimate is used"]
+
+
+def test_simulate_writes_finite_stacks_for_a_gaussian_narrower_than_float_precision(phantom_stacks, tmp_path):
+    tmp, paths = phantom_stacks
+    hr = tmp_path / "hr.nii.gz"
+    img = nib.load(str(paths["t1ax"]))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.0, 1.0, 1.0, 1.0])), str(hr))
+    out = tmp_path / "g.nii.gz"
+    simulate_file(str(hr), str(out), None, 2, 2, "gaussian", False, thickness_mm=1e-300)
+    simulate_file(str(hr), str(tmp_path / "p.nii.gz"), None, 2, 2, "point", False)
+    narrow, point = (np.asarray(nib.load(str(p)).dataobj) for p in (out, tmp_path / "p.nii.gz"))
+    assert np.isfinite(narrow).all() and np.array_equal(narrow, point)
