@@ -8,6 +8,7 @@ take seconds to import, are imported after that, so that a mistake is reported a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -211,19 +212,25 @@ def fit_and_write(
         run.device = str(resolve_device(request.config.device))
         run.threads = thread_count(request.config.threads)
         state_path = request.state_path
-        with OutputLock(state_path.parent):
-            request.claim_outputs()  # again: another run may have written there since
-            try:
-                return _fit_and_write(request, progress, run)
-            except FitError:
-                state_path.unlink(missing_ok=True)  # a diverged fit's state would diverge again
-                raise
-            except KeyboardInterrupt:
-                if state_path.is_file():
-                    raise Interrupted(f"interrupted; {state_path} keeps the fit: run the same command with --resume "
-                                      "to finish it") from None
-                raise Interrupted(f"interrupted before the fit began; nothing was written to {state_path.parent}") \
-                    from None
+        created = not state_path.parent.exists()
+        try:
+            with OutputLock(state_path.parent):
+                request.claim_outputs()  # again: another run may have written there since
+                try:
+                    return _fit_and_write(request, progress, run)
+                except FitError:
+                    state_path.unlink(missing_ok=True)  # a diverged fit's state would diverge again
+                    raise
+                except KeyboardInterrupt:
+                    if state_path.is_file():
+                        raise Interrupted(f"interrupted; {state_path} keeps the fit: run the same command with "
+                                          "--resume to finish it") from None
+                    raise Interrupted(f"interrupted before the fit began; nothing was written to "
+                                      f"{state_path.parent}") from None
+        finally:
+            if created:  # a folder this run made and left empty (a failure before any output) goes too
+                with contextlib.suppress(OSError):
+                    state_path.parent.rmdir()
 
 
 def _fit_and_write(request: FitRequest, progress: bool, run: FitRun) -> tuple[dict, Fitted]:

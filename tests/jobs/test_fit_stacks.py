@@ -116,3 +116,22 @@ def test_a_resumed_fit_trains_with_the_interrupted_fits_thickness_estimates(phan
     assert [s["thickness_mm"] for s in log["stacks"]] == [r["thickness_mm"] for r in record]
     assert [s["thickness_source"] for s in log["stacks"]] == ["estimate", "estimate"]
     assert not (out / "fit_state.pt").exists()
+
+
+def test_a_run_interrupted_before_the_fit_leaves_no_folder_it_made(phantom_stacks, tmp_path, monkeypatch):
+    import inrsr.jobs.reconstruct
+
+    tmp, p = phantom_stacks
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inrsr.jobs.reconstruct, "training_set", interrupt)
+    out = tmp_path / "new"
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", out, *FAST, "--thickness", "4"])
+    assert code == 130 and err == f"inrsr: error: interrupted before the fit began; nothing was written to {out}"
+    assert not out.exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made stays
+    code, err, _ = run(["fit", "--t1", p["t1ax"], "--t2", p["t2cor"], "-o", tmp_path / "kept", *FAST,
+                        "--thickness", "4"])
+    assert code == 130 and (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
