@@ -70,5 +70,6 @@ def load_fit_state(path: str | os.PathLike | None, config: FitConfig, n_points: 
 def saved_thickness(path: str | os.PathLike) -> list[dict] | None:
     """The stacks' slice thickness an interrupted fit's state at ``path`` records
     (:func:`inrsr.fit.thickness.thickness_record`); ``None`` for a state saved without it."""
-    state = read_tagged(Path(path), STATE_FORMAT, "inrsr fit state", "no interrupted fit to resume (the state file is missing)")
+    state = read_tagged(Path(path), STATE_FORMAT, "inrsr fit state",
+                        "no interrupted fit to resume (the state file is missing)")
     return state.get("stack_thickness")

@@ -109,8 +109,9 @@ def estimate_thickness_mm(stacks: list[Stack], config: FitConfig, progress: bool
     such a partner, else learned together with a small field (:func:`learned_thickness_mm`; run
     only when some stack has no partner). One within :data:`CONTIGUOUS` of the spacing is the
     spacing; the others are kept between :data:`MIN_WIDTH` and :data:`MAX_WIDTH` spacings (see
-    :func:`looks_point_sampled`), and none beyond the stack's extent along its slice axis. Deterministic for a given seed on CPU. ``foregrounds``: every
-    stack's (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them."""
+    :func:`looks_point_sampled`), and none beyond the stack's extent along its slice axis.
+    Deterministic for a given seed on CPU. ``foregrounds``: every stack's
+    (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them."""
     if config.slice_profile == "point":
         raise ValueError("the point profile has no width to estimate")
     judged = crossing_widths_mm(stacks, config.slice_profile, config.seed, foregrounds)
@@ -249,8 +250,9 @@ def with_recorded_thickness(stacks: list[Stack], config: FitConfig, record: list
                                 [str(r["thickness_estimator"]) for r in record])
     for s, r in zip(stacks, record):
         if abs(s.slice_thickness_mm - float(r["thickness_mm"])) > 1e-6 * float(r["thickness_mm"]):
+            used = float(r["thickness_mm"])
             raise InputError(f"{where}: cannot resume: {s.path} would be fitted with a slice thickness of "
-                             f"{s.slice_thickness_mm:.3g} mm, the interrupted fit used {float(r['thickness_mm']):.3g} mm")
+                             f"{s.slice_thickness_mm:.3g} mm, the interrupted fit used {used:.3g} mm")
     return stacks
 
 

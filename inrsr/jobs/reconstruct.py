@@ -108,8 +108,9 @@ def reconstruct(
     caller needed it before the fit (otherwise it is built here). ``exclude``: voxels held out
     per stack. ``progress``, ``callback``, ``state_path``, ``resume``, ``initial_poses`` and
     ``progress_every_s`` are those of :func:`~inrsr.fit.loop.fit_field`; the state saved at
-    ``state_path`` records the stacks' slice thickness (:func:`~inrsr.fit.thickness.thickness_record`). With registration, the
-    stacks, their foregrounds and the residuals are taken where the fit placed the stacks.
+    ``state_path`` records the stacks' slice thickness
+    (:func:`~inrsr.fit.thickness.thickness_record`). With registration, the stacks, their
+    foregrounds and the residuals are taken where the fit placed the stacks.
     """
     subject, train = prepared if prepared is not None else training_set(stacks, config, exclude)
     result = fit_field(train, subject.contrasts, config, progress=progress, callback=callback, state_path=state_path,
