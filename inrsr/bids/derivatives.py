@@ -73,8 +73,8 @@ from typing import Any
 
 from inrsr import __version__
 from inrsr.bids.selection import CONTRAST_ENTITIES, Run, Selection
-from inrsr.errors import InputError, InputWarning, one_line
-from inrsr.io.files import check_writable, sidecar_path, write_json, write_text
+from inrsr.errors import InputError, InputWarning
+from inrsr.io.files import check_writable, read_json, sidecar_path, write_json, write_text
 from inrsr.io.provenance import SOFTWARE
 
 __all__ = ["BIDS_VERSION", "RECONSTRUCTION", "BIDSIGNORE", "Outputs", "head_suffixes", "derivative_paths",
@@ -221,7 +221,7 @@ def write_dataset_description(output_dir: str | os.PathLike, bids_dir: str | os.
 
 
 def _description(source: Path) -> dict[str, Any]:
-    raw = _read_json(source / "dataset_description.json") if (source / "dataset_description.json").is_file() else {}
+    raw = read_json(source / "dataset_description.json") if (source / "dataset_description.json").is_file() else {}
     name = raw.get("Name") if isinstance(raw, dict) else None
     doi = raw.get("DatasetDOI") if isinstance(raw, dict) else None
     return {
@@ -234,18 +234,9 @@ def _description(source: Path) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({one_line(exc)})") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON ({one_line(exc)})") from None
-
-
 def _check_existing(path: Path, description: dict[str, Any]) -> None:
     """Refuse an existing description that is not inrsr's; warn when it differs from ours."""
-    existing = _read_json(path)
+    existing = read_json(path)
     generators = existing.get("GeneratedBy") if isinstance(existing, dict) else None
     first = generators[0] if isinstance(generators, list) and generators and isinstance(generators[0], dict) else {}
     if not isinstance(existing, dict) or existing.get("DatasetType") != "derivative" or not first.get("Name"):

@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 from inrsr.errors import InputError, InputWarning, one_line
-from inrsr.io.files import check_input_file
+from inrsr.io.files import check_input_file, read_json
 from inrsr.io.stack import CONTRAST_NAME, StackSpec
 
 if TYPE_CHECKING:
@@ -241,12 +241,7 @@ def check_dataset(bids_dir: str | os.PathLike) -> Path:
     description = root / "dataset_description.json"
     if not description.is_file():
         raise InputError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
-    try:
-        content = json.loads(description.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{description}: cannot read it ({one_line(exc)})") from None
-    except ValueError as exc:
-        raise InputError(f"{description}: not valid JSON ({one_line(exc)})") from None
+    content = read_json(description)
     if not isinstance(content, dict):
         raise InputError(f"{description}: expected a JSON object")
     return root

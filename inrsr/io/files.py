@@ -14,15 +14,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from inrsr.errors import InputError
+from inrsr.errors import InputError, one_line
 
 __all__ = [
     "atomic_path", "temporary_name", "remove_stale_temporaries", "write_text", "write_json", "write_csv",
     "check_input_file", "check_writable", "refuse_existing", "refuse_inputs", "check_output_folder",
     "check_output_file", "OutputLock", "sidecar_path", "with_sidecars", "write_sidecar", "write_thickness_sidecar",
-    "sidecar_thickness",
+    "read_json", "sidecar_thickness",
 ]
 
 # A temporary file of :func:`atomic_path`: ``.<final name>.<pid>.<random>.tmp<suffix>``.
@@ -294,6 +294,17 @@ def write_thickness_sidecar(path: str | os.PathLike, thickness_mm: float) -> Pat
     return write_text(sidecar_path(path), json.dumps({"SliceThickness": float(thickness_mm)}) + "\n")
 
 
+def read_json(path: Path, what: str = "it") -> Any:
+    """The JSON value in the UTF-8 file ``path``; :class:`InputError` naming it when it cannot be
+    read (``what`` names it in that message) or is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what} ({one_line(exc)})") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({one_line(exc)})") from None
+
+
 def sidecar_thickness(path: Path) -> float | None:
     """Slice thickness (mm) from a BIDS JSON sidecar (``SliceThickness``) beside the image;
     ``None`` when there is no sidecar or it gives none (absent or ``null``).
@@ -303,12 +314,7 @@ def sidecar_thickness(path: Path) -> float | None:
     sidecar = sidecar_path(path)
     if not os.path.lexists(sidecar):  # a broken link is a sidecar that cannot be read
         return None
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{sidecar}: cannot read this sidecar ({type(exc).__name__})") from None
-    except ValueError as exc:
-        raise InputError(f"{sidecar}: not valid JSON ({exc})") from None
+    meta = read_json(sidecar, "this sidecar")
     if not isinstance(meta, dict):
         raise InputError(f"{sidecar}: not a JSON object, so not a BIDS sidecar")
     value = meta.get("SliceThickness")

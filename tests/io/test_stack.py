@@ -38,7 +38,7 @@ def test_thickness_sidecar_override_and_default(tmp_path):
     ('{"SliceThickness": 8,', "not valid JSON (Expecting property name"),
     ("", "not valid JSON (Expecting value"),
     ("[8]", "not a JSON object, so not a BIDS sidecar"),
-    (None, "cannot read this sidecar (FileNotFoundError)"),  # a link to nothing
+    (None, "cannot read this sidecar ([Errno 2] No such file or directory"),  # a link to nothing
 ])
 def test_a_sidecar_that_gives_no_valid_thickness_is_refused_by_name(tmp_path, text, problem):
     """Not ignored: the stack would be fitted with another thickness than its sidecar meant."""
