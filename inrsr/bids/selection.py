@@ -172,7 +172,8 @@ class Selection:
 
     def stack_specs(self) -> list[StackSpec]:
         """The runs as the fit's stack specifications (contrast, path, thickness from the sidecars)."""
-        return [StackSpec(contrast=run.contrast, path=run.path, thickness_mm=run.thickness_mm) for run in self.runs]
+        return [StackSpec(contrast=run.contrast, path=run.path, thickness_mm=run.thickness_mm,
+                          thickness_from_sidecar=run.thickness_mm is not None) for run in self.runs]
 
     def why_empty(self) -> str | None:
         """One line saying why there is nothing to fit, or None when there are runs."""

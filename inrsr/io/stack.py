@@ -45,8 +45,8 @@ class Stack:
     thickness_mm : slice thickness along :attr:`slice_axis`; defaults to the slice spacing.
     mask : optional boolean foreground array of the same shape.
     codes : qform/sform codes and units of the source header.
-    thickness_from_sidecar : whether :attr:`thickness_mm` was read from the image's BIDS sidecar
-        (``SliceThickness``) rather than given by the caller (``--thickness``).
+    thickness_from_sidecar : whether :attr:`thickness_mm` is a BIDS sidecar's ``SliceThickness``
+        (the image's own, or one a BIDS App run inherits) rather than given (``--thickness``).
     mask_path : the file :attr:`mask` was read from (``--mask``), if any.
     estimated_thickness_mm : the slice thickness estimated from the data
         (:mod:`inrsr.fit.thickness`), when it was estimated, whether or not it is used.
@@ -116,12 +116,14 @@ class Stack:
 
 @dataclass(frozen=True)
 class StackSpec:
-    """What the user named for one input stack."""
+    """What the user named for one input stack; ``thickness_from_sidecar``: ``thickness_mm`` is a
+    ``SliceThickness`` the caller read from the image's BIDS sidecars (inherited as BIDS says)."""
 
     contrast: str
     path: str
     thickness_mm: float | None = None
     mask_path: str | None = None
+    thickness_from_sidecar: bool = False
 
 
 def load_stack(
@@ -129,6 +131,7 @@ def load_stack(
     contrast: str,
     thickness_mm: float | None = None,
     mask_path: str | os.PathLike | None = None,
+    thickness_from_sidecar: bool = False,
 ) -> Stack:
     """Load and validate one input stack.
 
@@ -139,6 +142,9 @@ def load_stack(
     thickness_mm : slice thickness; when ``None``, a BIDS sidecar's ``SliceThickness`` is used if
         present, else the slice spacing.
     mask_path : optional foreground mask on the same grid as the stack.
+    thickness_from_sidecar : ``thickness_mm`` is a ``SliceThickness`` the caller read from the
+        image's BIDS sidecars (a BIDS App run's, inherited from a sidecar higher in the dataset):
+        it is recorded as coming from a sidecar, not as given.
 
     Raises
     ------
@@ -154,12 +160,14 @@ def load_stack(
     """
     data, img = load_image(path, "stack")
     p = Path(path)
-    from_sidecar = thickness_mm is None
-    if from_sidecar:
+    read_here = thickness_mm is None
+    if read_here:
         thickness_mm = sidecar_thickness(p)
-    origin = f" (SliceThickness of {sidecar_path(p)})" if from_sidecar else ""
+        origin = f" (SliceThickness of {sidecar_path(p)})"
+    else:
+        origin = " (SliceThickness of its BIDS sidecars)" if thickness_from_sidecar else ""
     stack = _checked_stack(data, img, contrast, str(p), thickness_mm, origin)
-    stack.thickness_from_sidecar = from_sidecar and thickness_mm is not None
+    stack.thickness_from_sidecar = thickness_mm is not None and (read_here or thickness_from_sidecar)
     if mask_path is not None:
         stack.mask = load_mask(mask_path, data.shape, img.affine)
         stack.mask_path = str(mask_path)
@@ -234,7 +242,7 @@ def load_stacks(specs: list[StackSpec]) -> list[Stack]:
         if resolved in seen:
             raise InputError(f"{spec.path}: the same file is given twice")
         seen.add(resolved)
-    stacks = [load_stack(s.path, s.contrast, s.thickness_mm, s.mask_path) for s in specs]
+    stacks = [load_stack(s.path, s.contrast, s.thickness_mm, s.mask_path, s.thickness_from_sidecar) for s in specs]
     check_stack_set(stacks)
     return stacks
 

@@ -1,14 +1,16 @@
 """The BIDS App: ``inrsr bids BIDS_DIR OUTPUT_DIR participant|group``.
 
 *participant*: the stacks of every subject (and session) are chosen from the dataset
-(:mod:`inrsr.bids.selection`), each subject is fitted by :func:`inrsr.api.fit_stacks` as one job on a
-Dask cluster (:mod:`inrsr.jobs.cohort`), and its outputs are published under their BIDS
-derivative names (:mod:`inrsr.bids.derivatives`). A subject's complete ``inrsr fit`` folder is its
-``log/`` folder; the derivative files are hard links to the files in it (copies where the file
-system has no links), so they cost no space and ``inrsr report``/``check``/``sample`` still work on
-``log/model.pt``. Each subject's job writes ``log/status.json`` (what was chosen and why, how the
-fit went) and ``log/inrsr.log`` (its progress lines and warnings), and never raises: a failed
-subject is recorded with its one-line error and the others go on. A finished subject is
+(:mod:`inrsr.bids.selection`), each subject is fitted as ``inrsr fit`` fits
+(:func:`inrsr.jobs.fit_stacks.fit_and_write`, with the thicknesses of the runs' sidecars, inherited
+as BIDS says) in one job on a Dask cluster (:mod:`inrsr.jobs.cohort`), and its outputs are
+published under their BIDS derivative names (:mod:`inrsr.bids.derivatives`). A subject's complete
+``inrsr fit`` folder is its ``log/`` folder; the derivative files are hard links to the files in it
+(copies where the file system has no links), so they cost no space and ``inrsr
+report``/``check``/``sample`` still work on ``log/model.pt``. Each subject's job writes
+``log/status.json`` (what was chosen and why, how the fit went) and ``log/inrsr.log`` (its progress
+lines and warnings), and never raises: a failed subject is recorded with its one-line error and the
+others go on. A finished subject is
 skipped on a rerun (unless ``overwrite``); an interrupted one is resumed from its fit state.
 
 *group*: ``OUTPUT_DIR/inrsr_summary.tsv`` and ``.md`` list every subject's status, time,
@@ -33,12 +35,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from inrsr.config import FitConfig
 from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
-from inrsr.io.files import sidecar_path, sidecar_thickness, write_json, write_text
+from inrsr.io.files import sidecar_path, write_json, write_text
 from inrsr.jobs.outputs import mask_name
 
 if TYPE_CHECKING:
     from inrsr.bids.derivatives import Outputs
-    from inrsr.io.stack import StackSpec
     from inrsr.bids.selection import Selection
 
 __all__ = ["SubjectJob", "run_subject", "participant_level", "group_level", "STATUS_FILE", "SUMMARY_FILE",
@@ -94,14 +95,6 @@ def _link(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _given_thickness(spec: "StackSpec") -> float | None:
-    """The thickness to pass for a run: none when its own sidecar gives it (the fit reads it there
-    and records it as coming from the sidecar), else the one pybids found (inherited from a
-    sidecar higher in the dataset), or none."""
-    own = sidecar_thickness(Path(spec.path))
-    return None if own is not None and own == spec.thickness_mm else spec.thickness_mm
-
-
 def _finished(job: SubjectJob) -> bool:
     fit_dir = job.outputs.log_dir
     return (all(p.is_file() for p in job.outputs.files()) and (fit_dir / "log.json").is_file()
@@ -132,7 +125,8 @@ def run_subject(job: SubjectJob) -> dict:
     ``failed``), ``seconds``, ``error`` (one line), ``warnings``, ``selection``, the ``host`` and
     ``pid`` of the process that ran it, and for a done subject its ``self_consistency`` and
     ``support``. Never raises (but for an interruption, which stops the whole run)."""
-    from inrsr.api import fit_stacks
+    from inrsr.config import PRESETS
+    from inrsr.jobs.fit_stacks import fit_and_write
     from inrsr.resources import keep_freed_memory
 
     keep_freed_memory()  # a Dask worker returns freed memory at once, which slows a fit down
@@ -154,15 +148,17 @@ def run_subject(job: SubjectJob) -> dict:
             # fit folder (a fit whose files were not all published) is replaced
             resume = (fit_dir / "fit_state.pt").is_file() and not job.overwrite
             specs = sel.stack_specs()
-            out = fit_stacks([(s.contrast, s.path) for s in specs], preset=job.preset, config=job.config,
-                      thickness_mm=[_given_thickness(s) for s in specs], resolution_mm=job.resolution_mm,
-                      output_dir=fit_dir, overwrite=not resume, resume=resume, progress=True,
-                      max_memory_gb=job.max_memory_gb, command_line=job.command_line)
-            volumes = {head: fit_dir / f"{head}.nii.gz" for head in out.images}
+            # the specs say which thicknesses are SliceThickness inherited from the dataset's sidecars
+            _, fitted = fit_and_write(specs, job.config, fit_dir, None, job.resolution_mm, overwrite=not resume,
+                                      progress=True, resume=resume, max_memory_gb=job.max_memory_gb,
+                                      command_line=job.command_line,
+                                      preset_name=job.preset if job.preset in PRESETS else None)
+            log = json.loads((fit_dir / "log.json").read_text())
+            volumes = {head: fit_dir / f"{head}.nii.gz" for head in fitted.volumes}
             for source, target in _published(job.outputs, volumes, [s.contrast for s in specs], fit_dir):
                 _link(source, target)
-        record.update(status="done", self_consistency=out.log.get("self_consistency"),
-                      support=out.log.get("support"), steps=out.log.get("steps"))
+        record.update(status="done", self_consistency=log.get("self_consistency"),
+                      support=log.get("support"), steps=log.get("steps"))
     except (Interrupted, KeyboardInterrupt):  # stops the whole run, not this subject only
         raise Interrupted(f"interrupted while fitting {sel.label}; the subjects already finished are complete: run "
                           "the same command again, it skips them and resumes this one") from None

@@ -61,7 +61,7 @@ def test_several_thick_runs_of_one_suffix_are_stacks_of_one_contrast(dataset):
     assert sub02.contrasts == ["t2w"]
     assert sub02.excluded == [(str(dataset / "sub-02/anat/sub-02_FLAIR.nii.gz"),
                                "isotropic run (1×1×1 mm): nothing to super-resolve")]
-    assert sub02.stack_specs() == [StackSpec("t2w", r.path, 4.4) for r in sub02.runs]
+    assert sub02.stack_specs() == [StackSpec("t2w", r.path, 4.4, thickness_from_sidecar=True) for r in sub02.runs]
 
 
 def test_a_subject_without_a_thick_run_gets_an_empty_selection_with_the_reason(dataset):

@@ -25,6 +25,8 @@ def test_thickness_sidecar_override_and_default(tmp_path):
     assert from_sidecar.slice_thickness_mm == pytest.approx(2.5) and from_sidecar.thickness_source == "sidecar"
     given = load_stack(path, "t2", thickness_mm=4.0)  # the option wins over the sidecar
     assert given.slice_thickness_mm == pytest.approx(4.0) and given.thickness_source == "option"
+    inherited = load_stack(path, "t2", thickness_mm=4.4, thickness_from_sidecar=True)  # a BIDS App run's
+    assert inherited.slice_thickness_mm == pytest.approx(4.4) and inherited.thickness_source == "sidecar"
     with pytest.raises(InputError, match="thickness must be a positive number"):
         load_stack(path, "t2", thickness_mm=-1.0)
 
@@ -69,6 +71,9 @@ def test_a_sidecar_thickness_out_of_range_is_named_and_a_null_one_is_none(tmp_pa
         assert load_stack(path, "t2").slice_thickness_mm == 1e-300
     sidecar.write_text('{"SliceThickness": null, "EchoTime": 0.1}')
     assert load_stack(path, "t2").thickness_source == "spacing"
+    with pytest.raises(InputError, match="t2_cor.nii.gz: slice thickness 40 mm \\(SliceThickness of its BIDS "
+                                         "sidecars\\) exceeds the stack's whole extent"):
+        load_stack(path, "t2", thickness_mm=40.0, thickness_from_sidecar=True)  # inherited, found by pybids
 
 
 def test_trailing_singleton_axis_and_user_mask(tmp_path):

@@ -4,7 +4,9 @@ subjects, and one broken subject.
 
 - sub-01: BraTS (t1c → T1w axial, t2w → T2w coronal) and an isotropic 1 mm T1w run, which the
   default rule leaves out (nothing to super-resolve).
-- sub-02: open_ms patient07 (t1 → T1w axial, t2 → T2w coronal, flair → FLAIR sagittal).
+- sub-02: open_ms patient07 (t1 → T1w axial, t2 → T2w coronal, flair → FLAIR sagittal); its
+  T2w run has no sidecar of its own: its ``SliceThickness`` is inherited from the top-level
+  ``T2w.json``.
 - sub-03: sub-01's stacks with its T1w file truncated (a failed transfer).
 """
 
@@ -57,6 +59,10 @@ def build_cohort(shared_data: Path, root: Path) -> Path:
             assert result.exit_code == 0, result.output
         if sub == "01":
             shutil.copy(scratch / "sub-01_t1c.nii.gz", anat / "sub-01_acq-iso_T1w.nii.gz")
+        if sub == "02":  # the thickness of the top-level sidecar, which sub-01's own sidecar overrides
+            own = anat / "sub-02_acq-cor_T2w.json"
+            (bids / "T2w.json").write_text(json.dumps({"SliceThickness": json.loads(own.read_text())["SliceThickness"]}))
+            own.unlink()
     broken = bids / f"sub-{BROKEN}" / "anat"
     broken.mkdir(parents=True)
     for f in (bids / "sub-01" / "anat").glob("sub-01_acq-[ac]*"):

@@ -83,6 +83,9 @@ def test_derivatives_are_named_and_described_by_the_bids_rules(study):
     assert [os.path.basename(e["path"]) for e in selection["excluded"]] == ["sub-01_acq-iso_T1w.nii.gz"]
     log = json.loads((out / "sub-01" / "log" / "log.json").read_text())
     assert [(s["thickness_mm"], s["thickness_source"]) for s in log["stacks"]] == [(4.0, "sidecar"), (4.0, "sidecar")]
+    stacks = json.loads((out / "sub-02" / "log" / "log.json").read_text())["stacks"]
+    inherited = {os.path.basename(s["path"]): (s["thickness_mm"], s["thickness_source"]) for s in stacks}
+    assert inherited["sub-02_acq-cor_T2w.nii.gz"] == (4.0, "sidecar")  # from /T2w.json, no sidecar of its own
 
 
 def test_rerun_skips_finished_subjects_and_group_summarises(study):
