@@ -10,8 +10,8 @@ published under their BIDS derivative names (:mod:`inrsr.bids.derivatives`). A s
 report``/``check``/``sample`` still work on ``log/model.pt``. Each subject's job writes
 ``log/status.json`` (what was chosen and why, how the fit went) and ``log/inrsr.log`` (its progress
 lines and warnings), and never raises: a failed subject is recorded with its one-line error and the
-others go on. A finished subject is
-skipped on a rerun (unless ``overwrite``); an interrupted one is resumed from its fit state.
+others go on. A finished subject is skipped on a rerun (unless ``overwrite``); an interrupted one is
+resumed from its fit state.
 
 *group*: ``OUTPUT_DIR/inrsr_summary.tsv`` and ``.md`` list every subject's status, time,
 self-consistency, support and warnings, from the status files.
