@@ -61,7 +61,8 @@ def build_cohort(shared_data: Path, root: Path) -> Path:
             shutil.copy(scratch / "sub-01_t1c.nii.gz", anat / "sub-01_acq-iso_T1w.nii.gz")
         if sub == "02":  # the thickness of the top-level sidecar, which sub-01's own sidecar overrides
             own = anat / "sub-02_acq-cor_T2w.json"
-            (bids / "T2w.json").write_text(json.dumps({"SliceThickness": json.loads(own.read_text())["SliceThickness"]}))
+            thickness = json.loads(own.read_text())["SliceThickness"]
+            (bids / "T2w.json").write_text(json.dumps({"SliceThickness": thickness}))
             own.unlink()
     broken = bids / f"sub-{BROKEN}" / "anat"
     broken.mkdir(parents=True)
