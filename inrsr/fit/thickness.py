@@ -28,12 +28,12 @@ from inrsr.device import resolve_device, torch_threads
 from inrsr.errors import InputError, InputWarning
 from inrsr.fit.crossings import crossing_widths_mm
 from inrsr.geometry import slice_normal
-from inrsr.io.stack import Stack
+from inrsr.io.stack import FEW_VOXELS, Stack, informative_voxels
 
 __all__ = ["WIDTH_STEPS", "estimation_config", "estimation_turn", "wants_estimate", "needs_estimate",
            "estimate_thickness_mm", "learned_thickness_mm", "with_thickness_estimates", "with_estimates",
            "thickness_record", "with_recorded_thickness", "disagrees", "warn_if_disagrees", "looks_point_sampled",
-           "single_stack_estimate_mm"]
+           "is_uncertain", "single_stack_estimate_mm"]
 
 # Steps of the estimating fit; its field is the ``fast`` preset's.
 WIDTH_STEPS = 200
@@ -51,6 +51,10 @@ MIN_WIDTH, MAX_WIDTH = 0.02, 4.0
 # spacing): the estimates of 4 mm slabs fall 0.2-0.6 mm short (docs/experiment-log.md, 2026-11-30),
 # and contiguous slices are the commonest 2D protocol.
 CONTIGUOUS = 0.2
+# A learned estimate under this many slice spacings is uncertain: there thin slices with gaps and
+# point samples explain the voxels almost alike, and for 4 mm spacing 1 mm slices came out 0.08-2.5
+# mm and 2 mm slices 1.6-2.3 mm (1.3-3.0 mm sagittal; docs/design.md, "Slice thickness estimation").
+UNCERTAIN = 0.6
 # A given thickness and the estimate disagree when they differ by more than both of these.
 DISAGREE_MM, DISAGREE_FRACTION = 1.0, 0.4
 
@@ -164,13 +168,33 @@ def looks_point_sampled(stack: Stack, width_mm: float) -> bool:
     return width_mm <= MIN_WIDTH * stack.slice_spacing_mm * (1.0 + 1e-6)
 
 
-def _warn_if_point_sampled(stack: Stack, width_mm: float) -> None:
+def is_uncertain(stack: Stack, width_mm: float, estimator: str) -> bool:
+    """Whether an estimate of ``stack``'s slice thickness (mm) made by ``estimator`` is uncertain:
+    learned (``fit``), above the lower bound and under :data:`UNCERTAIN` slice spacings, where the
+    learned width tells thin slices with gaps from point samples poorly. Widths judged where
+    slices of one contrast cross (``crossings``) are not."""
+    return (estimator == "fit" and not looks_point_sampled(stack, width_mm)
+            and width_mm < UNCERTAIN * stack.slice_spacing_mm)
+
+
+def _warn_if_uncertain(stack: Stack, width_mm: float, estimator: str) -> None:
     """One :class:`~inrsr.errors.InputWarning` when the estimate used for ``stack`` is at the lower
-    bound (:func:`looks_point_sampled`)."""
+    bound (:func:`looks_point_sampled`) or uncertain (:func:`is_uncertain`); none for a stack
+    already reported as holding almost nothing (fewer than
+    :data:`~inrsr.io.stack.FEW_VOXELS` voxels differ from its background), whose estimate says
+    nothing either way."""
+    spacing = f"for a slice spacing of {stack.slice_spacing_mm:.3g} mm"
+    if informative_voxels(stack) < FEW_VOXELS:
+        return
     if looks_point_sampled(stack, width_mm):
         warnings.warn(f"{stack.path}: its voxels look like point samples (slice thickness estimated at the lower "
-                      f"bound, {width_mm:.2g} mm, for a slice spacing of {stack.slice_spacing_mm:.3g} mm); "
+                      f"bound, {width_mm:.2g} mm, {spacing}); "
                       f"{width_mm:.2g} mm is used: give --thickness if its slices are thicker", InputWarning, stacklevel=3)
+    elif is_uncertain(stack, width_mm, estimator):
+        warnings.warn(f"{stack.path}: its slice thickness is uncertain (estimated at {width_mm:.2g} mm {spacing}: "
+                      f"under {UNCERTAIN * stack.slice_spacing_mm:.2g} mm, thin slices with gaps and point samples "
+                      f"look alike); {width_mm:.2g} mm is used: give --thickness if the protocol is known",
+                      InputWarning, stacklevel=3)
 
 
 def disagrees(given_mm: float, estimate_mm: float) -> bool:
@@ -201,7 +225,7 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
     When some stack needs an estimate, every stack's width is learned, and a stack whose given
     thickness (sidecar or ``--thickness``) disagrees strongly with its estimate (:func:`disagrees`)
     gets an :class:`~inrsr.errors.InputWarning`; so does a stack whose estimate is used and looks
-    point-sampled (:func:`looks_point_sampled`). ``foregrounds``: every stack's
+    point-sampled (:func:`looks_point_sampled`) or is uncertain (:func:`is_uncertain`). ``foregrounds``: every stack's
     (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them (the fit
     that follows needs them too).
     """
@@ -220,7 +244,7 @@ def with_estimates(stacks: list[Stack], config: FitConfig, widths_mm: list[float
     out = []
     for s, w, how, used in zip(stacks, widths_mm, estimators, use):
         if not warn_if_disagrees(s, w, config.slice_profile, used) and used:
-            _warn_if_point_sampled(s, w)
+            _warn_if_uncertain(s, w, how)
         if used:
             out.append(replace(s, thickness_mm=w, thickness_estimated=True, estimated_thickness_mm=w,
                                thickness_estimator=how))
@@ -261,8 +285,9 @@ def single_stack_estimate_mm(stack: Stack, profile: str, seed: int = 0, threads:
     """The slice thickness (mm) of one stack under ``profile`` (``box`` or ``gaussian``), estimated
     as :func:`estimate_thickness_mm` does with the ``default`` preset's forward model (for the
     baselines, which see one stack at a time), with an :class:`~inrsr.errors.InputWarning` when
-    it looks point-sampled (:func:`looks_point_sampled`)."""
+    it looks point-sampled (:func:`looks_point_sampled`) or is uncertain (:func:`is_uncertain`)."""
     config = PRESETS["default"].replace(slice_profile=profile, seed=seed, threads=threads, device=device)
-    width = float(estimate_thickness_mm([stack], config, progress)[0][0])
-    _warn_if_point_sampled(stack, width)
+    widths, estimators = estimate_thickness_mm([stack], config, progress)
+    width = float(widths[0])
+    _warn_if_uncertain(stack, width, estimators[0])
     return width

@@ -17,7 +17,8 @@ from inrsr.geometry import overlap_fraction, slice_axis, voxel_sizes_mm
 from inrsr.io.files import check_input_file, sidecar_path, sidecar_thickness
 from inrsr.io.nifti import HeaderCodes, image_data, load_image, load_mask
 
-__all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "stack_from_image", "check_stack_set", "CONTRAST_NAME", "MIN_OVERLAP"]
+__all__ = ["Stack", "StackSpec", "load_stack", "load_stacks", "stack_from_image", "check_stack_set", "CONTRAST_NAME",
+           "MIN_OVERLAP", "FEW_VOXELS", "informative_voxels"]
 
 CONTRAST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Below this fraction of the smaller field of view, two stacks are reported as barely overlapping.
@@ -217,10 +218,15 @@ def _check_slices(stack: Stack, origin: str = "") -> None:
     if n_slices < FEW_SLICES:
         warnings.warn(f"{stack.path}: only {n_slices} slice{'s' if n_slices > 1 else ''} along its slice axis "
                       f"{stack.slice_axis}", InputWarning, stacklevel=3)
-    informative = int(np.count_nonzero(stack.data != np.median(stack.data)))
+    informative = informative_voxels(stack)
     if informative < FEW_VOXELS:
         warnings.warn(f"{stack.path}: only {informative} voxels differ from the background", InputWarning,
                       stacklevel=3)
+
+
+def informative_voxels(stack: Stack) -> int:
+    """How many of ``stack``'s voxels differ from the background (its median)."""
+    return int(np.count_nonzero(stack.data != np.median(stack.data)))
 
 
 def load_stacks(specs: list[StackSpec]) -> list[Stack]:

@@ -16,14 +16,15 @@ from inrsr.acquisition.simulate import simulate_stack
 from inrsr.config import preset
 from inrsr.errors import InputError, InputWarning
 from inrsr.fit.thickness import (
-    MIN_WIDTH, WIDTH_STEPS, disagrees, estimation_config, estimation_turn, looks_point_sampled, needs_estimate,
-    with_thickness_estimates,
+    MIN_WIDTH, UNCERTAIN, WIDTH_STEPS, disagrees, estimation_config, estimation_turn, is_uncertain,
+    looks_point_sampled, needs_estimate, with_thickness_estimates,
 )
 from inrsr.io.stack import Stack
 from tests.fit.conftest import brats_crop
 
 def _stack(contrast: str, thickness: float | None = None, source: str = "spacing") -> Stack:
-    s = Stack(np.zeros((4, 4, 4), np.float32), np.diag([1.0, 1.0, 4.0, 1.0]), contrast, thickness_mm=thickness)
+    data = np.arange(64, dtype=np.float32).reshape(4, 4, 4)  # every voxel differs from the median
+    s = Stack(data, np.diag([1.0, 1.0, 4.0, 1.0]), contrast, thickness_mm=thickness)
     s.thickness_from_sidecar = source == "sidecar"
     return s
 
@@ -68,6 +69,48 @@ def test_an_estimate_at_the_lower_bound_is_used_with_a_warning(monkeypatch):
     assert [str(w.message) for w in seen] == [
         "t1.nii.gz: its voxels look like point samples (slice thickness estimated at the lower bound, 0.08 mm, "
         "for a slice spacing of 4 mm); 0.08 mm is used: give --thickness if its slices are thicker"]
+
+
+def test_a_learned_estimate_under_the_uncertain_width_is_used_with_a_warning(monkeypatch):
+    """A learned width above the lower bound but under :data:`UNCERTAIN` spacings (where thin
+    slices with gaps and point samples look alike) is used with one warning saying so; the same
+    width judged where slices of one contrast cross, and a learned one above the band, are not
+    warned about."""
+    import inrsr.fit.thickness as thickness
+
+    monkeypatch.setattr(thickness, "estimate_thickness_mm", lambda stacks, config, progress=False, foregrounds=None:
+                        (np.array([1.9, 1.9, UNCERTAIN * 4.0]), ["fit", "crossings", "fit"]))
+    stacks = [_stack("t1"), _stack("t2"), _stack("fl")]
+    for s, name in zip(stacks, ["t1.nii.gz", "t2.nii.gz", "fl.nii.gz"]):
+        s.path = name
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = with_thickness_estimates(stacks, preset("default"))
+    assert [s.slice_thickness_mm for s in out] == [1.9, 1.9, UNCERTAIN * 4.0]
+    assert [str(w.message) for w in seen] == [
+        "t1.nii.gz: its slice thickness is uncertain (estimated at 1.9 mm for a slice spacing of 4 mm: under 2.4 mm, "
+        "thin slices with gaps and point samples look alike); 1.9 mm is used: give --thickness if the protocol is "
+        "known"]
+    assert [w.category for w in seen] == [InputWarning]
+    assert not is_uncertain(_stack("t1"), MIN_WIDTH * 4.0, "fit")  # the lower bound has its own warning
+
+
+def test_a_stack_reported_as_almost_empty_gets_no_warning_for_its_estimate(monkeypatch):
+    """A stack with fewer than 64 voxels off its background is reported once when it is loaded;
+    its estimate, at the lower bound or uncertain, says nothing either way and is not warned
+    about again."""
+    import inrsr.fit.thickness as thickness
+
+    monkeypatch.setattr(thickness, "estimate_thickness_mm", lambda stacks, config, progress=False, foregrounds=None:
+                        (np.array([0.08, 1.9]), ["fit", "fit"]))
+    stacks = [_stack("t1"), _stack("t2")]
+    for s in stacks:
+        s.data = np.zeros_like(s.data)
+        s.data[1, 1, 1] = 1.0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = with_thickness_estimates(stacks, preset("default"))
+    assert [s.slice_thickness_mm for s in out] == [0.08, 1.9] and not seen
 
 
 def test_an_estimate_is_never_beyond_the_stacks_extent(monkeypatch):
@@ -154,13 +197,19 @@ def phantom():
 def test_box_slabs_and_thin_slices_with_gaps_recovered_on_the_phantom(phantom):
     """t1 axial 4 mm slabs and t2 coronal 2 mm slices 4 mm apart of the head phantom, no thickness
     given. Measured (2026-12-01, commit 0903b09): 4 mm (read as contiguous) and 2.30 mm; without the
-    widths' warm-up the gap stack came out at 0.72 mm."""
+    widths' warm-up the gap stack came out at 0.72 mm. The gap stack's width, under 0.6 spacings,
+    is warned about as uncertain; the slabs' is not."""
     vols, affine = phantom
     stacks = [Stack(*simulate_stack(vols["t1"], affine, 2, 4, "box"), "t1"),
               Stack(*simulate_stack(vols["t2"], affine, 1, 4, "box", 2), "t2")]
-    est = [s.estimated_thickness_mm for s in with_thickness_estimates(stacks, preset("default", threads=2))]
+    stacks[1].path = "t2.nii.gz"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        est = [s.estimated_thickness_mm for s in with_thickness_estimates(stacks, preset("default", threads=2))]
     assert est[0] == pytest.approx(4.0, abs=1e-6)
     assert est[1] == pytest.approx(2.0, abs=0.5)
+    said = [str(w.message) for w in seen if issubclass(w.category, InputWarning)]
+    assert [m.startswith("t2.nii.gz: its slice thickness is uncertain") for m in said] == [est[1] < 2.4], said
 
 
 def test_a_gaussian_profile_recovered_on_the_phantom(phantom):
@@ -217,4 +266,6 @@ def test_sagittal_thin_slices_with_gaps_are_not_read_as_point_samples(shared_dat
         warnings.simplefilter("always")
         out = with_thickness_estimates(stacks, preset("default", threads=2))
     assert [s.estimated_thickness_mm for s in out] == pytest.approx([2.0, 2.0], abs=0.8)
-    assert not [w for w in seen if issubclass(w.category, InputWarning)]  # none looks point-sampled
+    # none looks point-sampled; both are under 0.6 spacings, where gaps and point samples look alike
+    said = [str(w.message) for w in seen if issubclass(w.category, InputWarning)]
+    assert [m.split(": ", 1)[1].split(" (")[0] for m in said] == ["its slice thickness is uncertain"] * 2, said
