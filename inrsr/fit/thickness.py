@@ -183,14 +183,15 @@ def _warn_if_uncertain(stack: Stack, width_mm: float, estimator: str) -> None:
     already reported as holding almost nothing (fewer than
     :data:`~inrsr.io.stack.FEW_VOXELS` voxels differ from its background), whose estimate says
     nothing either way."""
-    spacing = f"for a slice spacing of {stack.slice_spacing_mm:.3g} mm"
-    if informative_voxels(stack) < FEW_VOXELS:
+    point, uncertain = looks_point_sampled(stack, width_mm), is_uncertain(stack, width_mm, estimator)
+    if not (point or uncertain) or informative_voxels(stack) < FEW_VOXELS:
         return
-    if looks_point_sampled(stack, width_mm):
+    spacing = f"for a slice spacing of {stack.slice_spacing_mm:.3g} mm"
+    if point:
         warnings.warn(f"{stack.path}: its voxels look like point samples (slice thickness estimated at the lower "
                       f"bound, {width_mm:.2g} mm, {spacing}); "
                       f"{width_mm:.2g} mm is used: give --thickness if its slices are thicker", InputWarning, stacklevel=3)
-    elif is_uncertain(stack, width_mm, estimator):
+    else:
         warnings.warn(f"{stack.path}: its slice thickness is uncertain (estimated at {width_mm:.2g} mm {spacing}: "
                       f"under {UNCERTAIN * stack.slice_spacing_mm:.2g} mm, thin slices with gaps and point samples "
                       f"look alike); {width_mm:.2g} mm is used: give --thickness if the protocol is known",
@@ -225,9 +226,9 @@ def with_thickness_estimates(stacks: list[Stack], config: FitConfig, progress: b
     When some stack needs an estimate, every stack's width is learned, and a stack whose given
     thickness (sidecar or ``--thickness``) disagrees strongly with its estimate (:func:`disagrees`)
     gets an :class:`~inrsr.errors.InputWarning`; so does a stack whose estimate is used and looks
-    point-sampled (:func:`looks_point_sampled`) or is uncertain (:func:`is_uncertain`). ``foregrounds``: every stack's
-    (:func:`~inrsr.samples.training_set.stack_foregrounds`), when the caller has them (the fit
-    that follows needs them too).
+    point-sampled (:func:`looks_point_sampled`) or is uncertain (:func:`is_uncertain`).
+    ``foregrounds``: every stack's (:func:`~inrsr.samples.training_set.stack_foregrounds`), when
+    the caller has them (the fit that follows needs them too).
     """
     if not any(needs_estimate(stacks, config)):
         return list(stacks)
