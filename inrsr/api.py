@@ -12,7 +12,6 @@ mistake in the input, one line naming it) or :class:`~inrsr.errors.FitError`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from inrsr.config import PRESETS, FitConfig, preset as preset_config
 from inrsr.errors import InputError, recorded_warnings
 from inrsr.geometry import Grid
+from inrsr.io.files import read_json
 from inrsr.io.nifti import HeaderCodes, image_data, load_mask, nifti_image
 from inrsr.io.stack import CONTRAST_NAME, Stack, StackSpec, check_stack_set, load_stack, stack_from_image
 
@@ -265,5 +265,5 @@ def _fit_to_folder(entries: list, cfg: FitConfig, ref: StackInput | None, resolu
     specs = [StackSpec(c, str(g), t, str(m) if m is not None else None) for c, g, t, m in entries]
     _, fitted = fit_and_write(specs, cfg, output_dir, str(ref) if ref is not None else None, resolution_mm,
                                     overwrite, progress, resume, max_memory_gb, command_line, preset_name, verbose)
-    log = json.loads((Path(output_dir) / "log.json").read_text())
+    log = read_json(Path(output_dir) / "log.json")
     return FitOutput(_images(fitted), fitted.recon.field, cfg, log, Path(output_dir))

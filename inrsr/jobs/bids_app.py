@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from inrsr.config import FitConfig
 from inrsr.errors import InputError, InputWarning, InrsrError, Interrupted, one_line
-from inrsr.io.files import sidecar_path, write_json, write_text
+from inrsr.io.files import read_json, sidecar_path, write_json, write_text
 from inrsr.jobs.outputs import mask_name
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def run_subject(job: SubjectJob) -> dict:
                                       progress=True, resume=resume, max_memory_gb=job.max_memory_gb,
                                       command_line=job.command_line,
                                       preset_name=job.preset if job.preset in PRESETS else None)
-            log = json.loads((fit_dir / "log.json").read_text())
+            log = read_json(fit_dir / "log.json")
             volumes = {head: fit_dir / f"{head}.nii.gz" for head in fitted.volumes}
             for source, target in _published(job.outputs, volumes, [s.contrast for s in specs], fit_dir):
                 _link(source, target)
